@@ -1,0 +1,272 @@
+//! The contract between kspan's kernel programs and its user-space agent.
+//!
+//! Every type here is `#[repr(C)]` and plain data: the kernel side writes
+//! them into the ring buffer or reads them from globals, user space decodes
+//! them with `agent::events`. Keep field order stable and padding explicit so
+//! both sides agree without a serializer.
+#![no_std]
+
+/// Largest number of payload bytes one event can carry. A power of two so the
+/// kernel programs can bound offsets with a mask the verifier understands.
+pub const MAX_CAPTURE: usize = 16 * 1024;
+/// Payload bytes captured per syscall unless `--capture-size` says otherwise.
+pub const DEFAULT_CAPTURE: u32 = 4096;
+/// iovecs copied per `readv`/`writev`/`sendmsg`/`recvmsg`; the rest of a
+/// larger vector is counted in `size` but flagged as truncated.
+pub const MAX_IOVECS: u32 = 16;
+/// Messages captured per `sendmmsg`/`recvmmsg` call.
+pub const MAX_MMSG: u32 = 4;
+
+/// What a ring-buffer record is; always its first byte.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Data = 1,
+    ConnOpen = 2,
+    ConnClose = 3,
+    ProcExec = 4,
+    ProcExit = 5,
+    ProcFork = 6,
+}
+
+impl EventKind {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Data,
+            2 => Self::ConnOpen,
+            3 => Self::ConnClose,
+            4 => Self::ProcExec,
+            5 => Self::ProcExit,
+            6 => Self::ProcFork,
+            _ => return None,
+        })
+    }
+}
+
+/// Which way bytes moved, seen from the traced process.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The process wrote/sent the bytes.
+    Egress = 1,
+    /// The process read/received the bytes.
+    Ingress = 2,
+}
+
+/// Who opened the connection, as far as the kernel saw it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The connection predates kspan (or its accept/connect was missed);
+    /// user space resolves the role from procfs.
+    Unknown = 0,
+    Client = 1,
+    Server = 2,
+}
+
+/// Where payload bytes came from. TLS plaintext from uprobes uses the same
+/// `DataEvent` so every protocol parser sees one kind of stream.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Syscall = 1,
+    Tls = 2,
+}
+
+/// The syscall (or library call) that produced an event.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Read = 1,
+    Write = 2,
+    Readv = 3,
+    Writev = 4,
+    Sendto = 5,
+    Recvfrom = 6,
+    Sendmsg = 7,
+    Recvmsg = 8,
+    Sendmmsg = 9,
+    Recvmmsg = 10,
+    Connect = 11,
+    Accept = 12,
+    Accept4 = 13,
+    Close = 14,
+    /// Connection first seen on a data syscall: it existed before kspan or
+    /// its accept/connect happened outside what we trace.
+    FirstData = 15,
+}
+
+impl Call {
+    pub fn direction(self) -> Option<Direction> {
+        match self {
+            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg | Self::Sendmmsg => {
+                Some(Direction::Egress)
+            }
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::Recvmmsg => {
+                Some(Direction::Ingress)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `DataEvent::flags`: fewer bytes were captured than the syscall moved.
+pub const FLAG_TRUNCATED: u8 = 1;
+
+/// Header of a payload record; `captured` payload bytes follow it directly in
+/// the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DataEvent {
+    pub kind: u8,
+    /// A `Direction`.
+    pub direction: u8,
+    /// A `Source`.
+    pub source: u8,
+    /// A `Call`.
+    pub call: u8,
+    pub flags: u8,
+    pub _pad: [u8; 3],
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    /// Payload bytes that follow this header (<= `MAX_CAPTURE`).
+    pub captured: u32,
+    pub conn_id: u64,
+    /// CLOCK_MONOTONIC at syscall entry and exit.
+    pub enter_ns: u64,
+    pub exit_ns: u64,
+    /// Bytes the syscall actually moved (its return value).
+    pub size: u64,
+}
+
+pub const DATA_EVENT_SIZE: usize = core::mem::size_of::<DataEvent>();
+
+/// A connection opened, was first seen, or closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnEvent {
+    /// `EventKind::ConnOpen` or `EventKind::ConnClose`.
+    pub kind: u8,
+    /// A `Role`.
+    pub role: u8,
+    /// A `Call`: how the connection was learned or ended.
+    pub call: u8,
+    /// AF_INET (2) or AF_INET6 (10); 0 when the socket could not be read.
+    pub family: u8,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub conn_id: u64,
+    pub ts_ns: u64,
+    /// Socket inode number: the key procfs uses for the same socket.
+    pub inode: u64,
+    /// Network namespace inode of the process.
+    pub netns: u32,
+    /// Host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// IPv4 addresses use the first four bytes.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
+/// Process lifecycle: exec (identity may change), exit (drop state), fork
+/// (`child` was created by `tgid`/`tid`; threads included).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcEvent {
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    pub tgid: u32,
+    pub tid: u32,
+    /// For fork: the new task's pid (a tid for threads).
+    pub child: u32,
+    pub ts_ns: u64,
+}
+
+/// Offsets of kernel struct fields, read by user space from BTF because
+/// Rust eBPF has no CO-RE relocations. All in bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    pub task_files: u32,
+    pub task_nsproxy: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_inode: u32,
+    pub file_private_data: u32,
+    pub inode_mode: u32,
+    pub inode_ino: u32,
+    pub socket_type: u32,
+    pub socket_sk: u32,
+    pub sk_family: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub nsproxy_net_ns: u32,
+    pub net_ns_inum: u32,
+}
+
+/// Where a syscall tracepoint keeps its arguments and return value, read
+/// from the tracepoints' `format` files at start-up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallLayout {
+    /// Offset of the first argument in `sys_enter_*`; later ones follow at
+    /// 8-byte steps.
+    pub args_offset: u32,
+    /// Offset of `ret` in `sys_exit_*`.
+    pub ret_offset: u32,
+}
+
+/// `Settings::filter_mode`: which processes the kernel programs look at.
+pub const FILTER_ALL: u32 = 0;
+/// Only processes in the `PID_FILTER` map (filled from --pid, --exe-path and
+/// --open-ports, and inherited by children).
+pub const FILTER_ALLOW_LIST: u32 = 1;
+
+/// Run-time settings of the kernel programs, a read-only global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Settings {
+    pub capture_size: u32,
+    pub filter_mode: u32,
+    /// kspan's own pid: never traced, or its OTLP export would trace itself.
+    pub self_tgid: u32,
+    /// Non-zero: only processes in this network namespace (inode number).
+    pub netns: u32,
+    /// Non-zero: connect/accept on a port in `PORT_FILTER` adds the process
+    /// to `PID_FILTER`.
+    pub port_filter: u32,
+    /// Offset of `child_pid` in the `sched_process_fork` tracepoint record.
+    pub fork_child_offset: u32,
+    pub offsets: KernelOffsets,
+    pub layout: SyscallLayout,
+}
+
+/// Slots of the per-CPU `COUNTERS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug)]
+pub enum Counter {
+    /// Data events lost because the ring buffer was full.
+    RingbufDropped = 0,
+    /// Connection/process events lost because the ring buffer was full.
+    ControlDropped = 1,
+    /// Socket syscalls observed (after filtering).
+    SocketCalls = 2,
+    /// Reads of kernel or user memory that failed.
+    ReadErrors = 3,
+}
+
+pub const COUNTER_SLOTS: u32 = 4;
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}

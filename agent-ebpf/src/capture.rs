@@ -1,0 +1,168 @@
+//! Copies the bytes a socket syscall moved into a `DataEvent` record.
+
+use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_probe_read_user, generated};
+use kspan_common::{
+    Call, Counter, DATA_EVENT_SIZE, Direction, EventKind, FLAG_TRUNCATED, MAX_CAPTURE, MAX_IOVECS,
+    MAX_MMSG, Source,
+};
+
+use crate::maps::{DataScratch, EVENTS, KSPAN_SETTINGS, PendingCall, SCRATCH, count, setting};
+
+/// Byte offsets in the x86_64 user ABI (stable: it is the syscall ABI).
+const MSGHDR_IOV: u64 = 16;
+const MSGHDR_IOVLEN: u64 = 24;
+const MMSGHDR_SIZE: u64 = 64;
+const MMSGHDR_LEN: u64 = 56;
+const IOVEC_SIZE: u64 = 16;
+
+/// Copies `len` bytes of user memory to `payload[off..]`.
+///
+/// The bounds are for the verifier: `off < MAX_CAPTURE` and
+/// `len <= MAX_CAPTURE` keep the write inside the 2 * MAX_CAPTURE buffer.
+/// The volatile loads stop LLVM from dropping a mask it can prove redundant:
+/// the verifier cannot prove it, having lost track across registers.
+#[inline(always)]
+fn copy_user(scratch: *mut DataScratch, off: u32, src: u64, len: u32) -> bool {
+    let off = unsafe { core::ptr::read_volatile(&off) } as usize & (MAX_CAPTURE - 1);
+    let mut len = unsafe { core::ptr::read_volatile(&len) } as usize & (2 * MAX_CAPTURE - 1);
+    if len > MAX_CAPTURE {
+        len = MAX_CAPTURE;
+    }
+    // SAFETY: bounds shown above; bpf_probe_read_user faults safely.
+    unsafe {
+        let dst = (*scratch).payload.as_mut_ptr().add(off);
+        generated::bpf_probe_read_user(dst.cast(), len as u32, src as *const _) == 0
+    }
+}
+
+/// Walks an iovec array, copying up to `cap` bytes of the `total` the
+/// syscall moved. Returns bytes captured.
+#[inline(always)]
+fn copy_iovecs(scratch: *mut DataScratch, iov: u64, iovcnt: u64, total: u64, cap: u32) -> u32 {
+    let mut captured: u32 = 0;
+    let mut left = total;
+    for i in 0..MAX_IOVECS as u64 {
+        if i >= iovcnt || left == 0 || captured >= cap {
+            break;
+        }
+        // SAFETY: user pointer, read with a faulting-safe helper.
+        let Ok(vec) = (unsafe { bpf_probe_read_user((iov + i * IOVEC_SIZE) as *const [u64; 2]) }) else {
+            count(Counter::ReadErrors);
+            break;
+        };
+        let len = if vec[1] < left { vec[1] } else { left };
+        left -= len;
+        let room = (cap - captured) as u64;
+        let take = if len < room { len } else { room } as u32;
+        if !copy_user(scratch, captured, vec[0], take) {
+            count(Counter::ReadErrors);
+            break;
+        }
+        captured += take;
+    }
+    captured
+}
+
+/// Emits the record(s) for a finished data syscall that returned `ret > 0`.
+#[inline(always)]
+pub fn emit(pending: &PendingCall, tgid: u32, tid: u32, ret: u64, exit_ns: u64) {
+    // Syscall tracepoint programs run with migration disabled, so the slot
+    // stays ours for the whole program.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
+        return;
+    };
+    let mut cap = setting(&KSPAN_SETTINGS.capture_size);
+    if cap > MAX_CAPTURE as u32 {
+        cap = MAX_CAPTURE as u32;
+    }
+    let call = pending.call;
+    if call == Call::Sendmmsg as u8 || call == Call::Recvmmsg as u8 {
+        // ret counts messages; each carries its own length.
+        for i in 0..MAX_MMSG as u64 {
+            if i >= ret {
+                break;
+            }
+            let hdr = pending.ptr + i * MMSGHDR_SIZE;
+            let (Ok(iov), Ok(iovlen), Ok(len)) = (unsafe {
+                (
+                    bpf_probe_read_user((hdr + MSGHDR_IOV) as *const u64),
+                    bpf_probe_read_user((hdr + MSGHDR_IOVLEN) as *const u64),
+                    bpf_probe_read_user((hdr + MMSGHDR_LEN) as *const u32),
+                )
+            }) else {
+                count(Counter::ReadErrors);
+                return;
+            };
+            let captured = copy_iovecs(scratch, iov, iovlen, len as u64, cap);
+            submit(scratch, pending, tgid, tid, len as u64, captured, exit_ns);
+        }
+        return;
+    }
+    let captured = if call == Call::Readv as u8 || call == Call::Writev as u8 {
+        copy_iovecs(scratch, pending.ptr, pending.count, ret, cap)
+    } else if call == Call::Sendmsg as u8 || call == Call::Recvmsg as u8 {
+        let (Ok(iov), Ok(iovlen)) = (unsafe {
+            (
+                bpf_probe_read_user((pending.ptr + MSGHDR_IOV) as *const u64),
+                bpf_probe_read_user((pending.ptr + MSGHDR_IOVLEN) as *const u64),
+            )
+        }) else {
+            count(Counter::ReadErrors);
+            return;
+        };
+        copy_iovecs(scratch, iov, iovlen, ret, cap)
+    } else {
+        let take = if ret < cap as u64 { ret as u32 } else { cap };
+        if copy_user(scratch, 0, pending.ptr, take) { take } else { 0 }
+    };
+    submit(scratch, pending, tgid, tid, ret, captured, exit_ns);
+}
+
+#[inline(always)]
+fn submit(
+    scratch: *mut DataScratch,
+    pending: &PendingCall,
+    tgid: u32,
+    tid: u32,
+    size: u64,
+    captured: u32,
+    exit_ns: u64,
+) {
+    let direction = if pending.call == Call::Write as u8
+        || pending.call == Call::Writev as u8
+        || pending.call == Call::Sendto as u8
+        || pending.call == Call::Sendmsg as u8
+        || pending.call == Call::Sendmmsg as u8
+    {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    };
+    let mut captured = captured as usize;
+    if captured > MAX_CAPTURE {
+        captured = MAX_CAPTURE;
+    }
+    // SAFETY: per-CPU scratch, only this program touches it on this CPU.
+    unsafe {
+        let h = &mut (*scratch).header;
+        h.kind = EventKind::Data as u8;
+        h.direction = direction as u8;
+        h.source = Source::Syscall as u8;
+        h.call = pending.call;
+        h.flags = if (captured as u64) < size { FLAG_TRUNCATED } else { 0 };
+        h._pad = [0; 3];
+        h.tgid = tgid;
+        h.tid = tid;
+        h.fd = pending.fd;
+        h.captured = captured as u32;
+        h.conn_id = pending.conn_id;
+        h.enter_ns = pending.enter_ns;
+        h.exit_ns = exit_ns;
+        h.size = size;
+        let record = core::slice::from_raw_parts(scratch as *const u8, DATA_EVENT_SIZE + captured);
+        if EVENTS.output::<[u8]>(record, 0).is_err() {
+            count(Counter::RingbufDropped);
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! kspan's kernel programs. Only tracepoints: they are the one capture path
+//! every kernel offers (no kprobes or fentry needed).
+//!
+//! Each syscall has an enter program that filters early (pid, netns, "is it
+//! a TCP socket") and parks the arguments, and an exit program that copies
+//! the bytes the syscall really moved.
+#![no_std]
+#![no_main]
+
+mod capture;
+mod conn;
+mod maps;
+mod task;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use kspan_common::{Call, Counter, EventKind, FILTER_ALLOW_LIST, ProcEvent, Role};
+
+use crate::maps::{EVENTS, KSPAN_SETTINGS, PENDING, PID_FILTER, PendingCall, count, setting};
+
+const EINPROGRESS: i64 = 115;
+
+#[inline(always)]
+fn current() -> (u64, u32, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    (pid_tgid, (pid_tgid >> 32) as u32, pid_tgid as u32)
+}
+
+/// The cheap checks first: most syscalls on a host are not ours to see.
+#[inline(always)]
+fn should_trace(tgid: u32) -> bool {
+    if tgid == setting(&KSPAN_SETTINGS.self_tgid) {
+        return false;
+    }
+    if setting(&KSPAN_SETTINGS.filter_mode) == FILTER_ALLOW_LIST
+        && unsafe { PID_FILTER.get(&tgid) }.is_none()
+    {
+        return false;
+    }
+    let netns = setting(&KSPAN_SETTINGS.netns);
+    netns == 0 || task::current_netns() == Ok(netns)
+}
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, index: u32) -> Result<u64, i32> {
+    let offset = setting(&KSPAN_SETTINGS.layout.args_offset) + index * 8;
+    unsafe { ctx.read_at::<u64>(offset as usize) }
+}
+
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> Result<i64, i32> {
+    let offset = setting(&KSPAN_SETTINGS.layout.ret_offset);
+    unsafe { ctx.read_at::<i64>(offset as usize) }
+}
+
+fn try_enter_data(ctx: &TracePointContext, call: Call) -> Result<(), i32> {
+    let (pid_tgid, tgid, tid) = current();
+    if !should_trace(tgid) {
+        return Ok(());
+    }
+    let fd = arg(ctx, 0)? as i32;
+    let Some(conn_id) = conn::lookup_or_learn(tgid, tid, fd) else {
+        return Ok(());
+    };
+    count(Counter::SocketCalls);
+    let pending = PendingCall {
+        fd,
+        call: call as u8,
+        _pad: [0; 3],
+        ptr: arg(ctx, 1)?,
+        count: arg(ctx, 2)?,
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        conn_id,
+    };
+    PENDING.insert(&pid_tgid, &pending, 0).map_err(|e| e as i32)
+}
+
+fn try_exit_data(ctx: &TracePointContext) -> Result<(), i32> {
+    let (pid_tgid, tgid, tid) = current();
+    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
+        return Ok(());
+    };
+    let _ = PENDING.remove(&pid_tgid);
+    let ret = ret(ctx)?;
+    if ret > 0 {
+        capture::emit(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() });
+    }
+    Ok(())
+}
+
+/// connect/accept: parked even for processes not yet traced, because
+/// `--open-ports` may enroll them on the way out.
+fn try_enter_open(ctx: &TracePointContext, call: Call) -> Result<(), i32> {
+    let (pid_tgid, tgid, _) = current();
+    if !should_trace(tgid) && setting(&KSPAN_SETTINGS.port_filter) == 0 {
+        return Ok(());
+    }
+    let fd = if call == Call::Connect { arg(ctx, 0)? as i32 } else { -1 };
+    let pending = PendingCall {
+        fd,
+        call: call as u8,
+        _pad: [0; 3],
+        ptr: 0,
+        count: 0,
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        conn_id: 0,
+    };
+    PENDING.insert(&pid_tgid, &pending, 0).map_err(|e| e as i32)
+}
+
+fn try_exit_open(ctx: &TracePointContext) -> Result<(), i32> {
+    let (pid_tgid, tgid, tid) = current();
+    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
+        return Ok(());
+    };
+    let _ = PENDING.remove(&pid_tgid);
+    let ret = ret(ctx)?;
+    let (fd, role) = if pending.call == Call::Connect as u8 {
+        if ret != 0 && ret != -EINPROGRESS {
+            return Ok(());
+        }
+        (pending.fd, Role::Client)
+    } else {
+        if ret < 0 {
+            return Ok(());
+        }
+        (ret as i32, Role::Server)
+    };
+    conn::enroll_by_port(tgid, fd, role);
+    if should_trace(tgid) {
+        let call = if pending.call == Call::Connect as u8 { Call::Connect } else { Call::Accept };
+        conn::learn_new(tgid, tid, fd, role, call);
+    }
+    Ok(())
+}
+
+fn try_close(ctx: &TracePointContext, fd_arg: u32) -> Result<(), i32> {
+    let (_, tgid, tid) = current();
+    if should_trace(tgid) {
+        conn::forget(tgid, tid, arg(ctx, fd_arg)? as i32);
+    }
+    Ok(())
+}
+
+fn emit_proc(kind: EventKind, tgid: u32, tid: u32, child: u32) {
+    let Some(mut entry) = EVENTS.reserve::<ProcEvent>(0) else {
+        count(Counter::ControlDropped);
+        return;
+    };
+    entry.write(ProcEvent { kind: kind as u8, _pad: [0; 3], tgid, tid, child, ts_ns: unsafe { bpf_ktime_get_ns() } });
+    entry.submit(0);
+}
+
+fn try_fork(ctx: &TracePointContext) -> Result<(), i32> {
+    let (_, tgid, tid) = current();
+    if !should_trace(tgid) {
+        return Ok(());
+    }
+    let offset = setting(&KSPAN_SETTINGS.fork_child_offset);
+    let child: i32 = unsafe { ctx.read_at(offset as usize)? };
+    if setting(&KSPAN_SETTINGS.filter_mode) == FILTER_ALLOW_LIST {
+        // Children of a traced process are traced (prefork servers). Thread
+        // ids land here too and are removed when the thread exits.
+        let _ = PID_FILTER.insert(&(child as u32), &1, 0);
+    }
+    emit_proc(EventKind::ProcFork, tgid, tid, child as u32);
+    Ok(())
+}
+
+fn try_exit_task() -> Result<(), i32> {
+    let (_, tgid, tid) = current();
+    if tid != tgid {
+        let _ = PID_FILTER.remove(&tid);
+        return Ok(());
+    }
+    if should_trace(tgid) {
+        emit_proc(EventKind::ProcExit, tgid, tid, 0);
+    }
+    let _ = PID_FILTER.remove(&tgid);
+    Ok(())
+}
+
+fn try_exec() -> Result<(), i32> {
+    let (_, tgid, tid) = current();
+    // Unfiltered: an exec may turn an untraced process into one that
+    // --exe-path selects.
+    if tgid != setting(&KSPAN_SETTINGS.self_tgid) {
+        emit_proc(EventKind::ProcExec, tgid, tid, 0);
+    }
+    Ok(())
+}
+
+macro_rules! data_syscall {
+    ($enter:ident, $exit:ident, $call:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            let _ = try_enter_data(&ctx, $call);
+            0
+        }
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            let _ = try_exit_data(&ctx);
+            0
+        }
+    };
+}
+
+data_syscall!(sys_enter_read, sys_exit_read, Call::Read);
+data_syscall!(sys_enter_write, sys_exit_write, Call::Write);
+data_syscall!(sys_enter_readv, sys_exit_readv, Call::Readv);
+data_syscall!(sys_enter_writev, sys_exit_writev, Call::Writev);
+data_syscall!(sys_enter_sendto, sys_exit_sendto, Call::Sendto);
+data_syscall!(sys_enter_recvfrom, sys_exit_recvfrom, Call::Recvfrom);
+data_syscall!(sys_enter_sendmsg, sys_exit_sendmsg, Call::Sendmsg);
+data_syscall!(sys_enter_recvmsg, sys_exit_recvmsg, Call::Recvmsg);
+data_syscall!(sys_enter_sendmmsg, sys_exit_sendmmsg, Call::Sendmmsg);
+data_syscall!(sys_enter_recvmmsg, sys_exit_recvmmsg, Call::Recvmmsg);
+
+macro_rules! open_syscall {
+    ($enter:ident, $exit:ident, $call:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            let _ = try_enter_open(&ctx, $call);
+            0
+        }
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            let _ = try_exit_open(&ctx);
+            0
+        }
+    };
+}
+
+open_syscall!(sys_enter_connect, sys_exit_connect, Call::Connect);
+open_syscall!(sys_enter_accept, sys_exit_accept, Call::Accept);
+open_syscall!(sys_enter_accept4, sys_exit_accept4, Call::Accept4);
+
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let _ = try_close(&ctx, 0);
+    0
+}
+
+/// dup2/dup3 silently close `newfd`: forget what it was.
+#[tracepoint]
+pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
+    let _ = try_close(&ctx, 1);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_dup3(ctx: TracePointContext) -> u32 {
+    let _ = try_close(&ctx, 1);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let _ = try_fork(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    let _ = try_exit_task();
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let _ = try_exec();
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,130 @@
+//! Maps and the settings global. Every map is bounded; per-thread and
+//! per-connection state lives in LRU maps so a missed exit or close can never
+//! fill them.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use kspan_common::{COUNTER_SLOTS, Counter, DataEvent, MAX_CAPTURE, Settings};
+
+/// Written by user space before load (`EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+pub static KSPAN_SETTINGS: Settings = Settings {
+    capture_size: 0,
+    filter_mode: 0,
+    self_tgid: 0,
+    netns: 0,
+    port_filter: 0,
+    fork_child_offset: 0,
+    offsets: kspan_common::KernelOffsets {
+        task_files: 0,
+        task_nsproxy: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        file_inode: 0,
+        file_private_data: 0,
+        inode_mode: 0,
+        inode_ino: 0,
+        socket_type: 0,
+        socket_sk: 0,
+        sk_family: 0,
+        sk_daddr: 0,
+        sk_rcv_saddr: 0,
+        sk_dport: 0,
+        sk_num: 0,
+        sk_v6_daddr: 0,
+        sk_v6_rcv_saddr: 0,
+        nsproxy_net_ns: 0,
+        net_ns_inum: 0,
+    },
+    layout: kspan_common::SyscallLayout { args_offset: 0, ret_offset: 0 },
+};
+
+/// The loader rewrites this .rodata value before load; a volatile read keeps
+/// the compiler from folding in the zeros it was declared with.
+#[inline(always)]
+pub fn setting(field: &u32) -> u32 {
+    // SAFETY: `field` points into KSPAN_SETTINGS.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// All records for user space. Resized by the loader (`--ringbuf-size`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Arguments of a syscall between its enter and exit tracepoints, by
+/// pid_tgid.
+#[map]
+pub static PENDING: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// Sockets we know, by `tgid << 32 | fd`.
+#[map]
+pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// File descriptors known not to be TCP sockets, so file and pipe I/O pays
+/// for the fd-table walk once, not on every call.
+#[map]
+pub static NOT_SOCKETS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// Processes to trace when `filter_mode == FILTER_ALLOW_LIST`.
+#[map]
+pub static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Ports from `--open-ports`.
+#[map]
+pub static PORT_FILTER: HashMap<u16, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Scratch for one data record per CPU: too big for the 512-byte stack, and
+/// for a per-CPU map (32 KiB value limit), so a plain array indexed by CPU
+/// id, sized to the possible CPUs by the loader. Twice `MAX_CAPTURE` so an
+/// offset below `MAX_CAPTURE` plus a copy of at most `MAX_CAPTURE` provably
+/// stays inside the buffer.
+#[repr(C)]
+pub struct DataScratch {
+    pub header: DataEvent,
+    pub payload: [u8; 2 * MAX_CAPTURE],
+}
+
+#[map]
+pub static SCRATCH: Array<DataScratch> = Array::with_max_entries(1, 0);
+
+/// Per-CPU counters, summed by user space (see `Counter`).
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Per-CPU sequence for connection ids: `seq << 8 | cpu` is unique without
+/// any cross-CPU atomics.
+#[map]
+pub static CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingCall {
+    pub fd: i32,
+    pub call: u8,
+    pub _pad: [u8; 3],
+    /// Buffer, iovec array, msghdr or mmsghdr array, by `call`.
+    pub ptr: u64,
+    /// Byte count, iovec count or message count, by `call`.
+    pub count: u64,
+    pub enter_ns: u64,
+    pub conn_id: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnState {
+    pub conn_id: u64,
+    pub role: u8,
+    pub _pad: [u8; 7],
+}
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *slot += 1 };
+    }
+}

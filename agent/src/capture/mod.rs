@@ -1,0 +1,224 @@
+//! Loads and attaches the kernel programs and owns their maps. Dropping a
+//! `Capture` detaches every program and releases every map.
+
+pub mod btf;
+pub mod decode;
+pub mod tracefs;
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+use kspan_common::{COUNTER_SLOTS, FILTER_ALL, FILTER_ALLOW_LIST, MAX_CAPTURE, Settings, SyscallLayout};
+
+/// The compiled kernel programs, embedded by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kspan"));
+
+/// Syscall tracepoints, as (enter program, exit program) pairs.
+const SYSCALLS: &[&str] = &[
+    "read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
+    "connect", "accept", "accept4",
+];
+/// Enter-only syscall tracepoints.
+const ENTER_ONLY: &[&str] = &["close", "dup2", "dup3"];
+const SCHED: &[&str] = &["sched_process_fork", "sched_process_exit", "sched_process_exec"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("loading the eBPF object failed: {0} (kspan needs root, or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN)")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel rejected program {program}: {source}\nverifier log:\n{log}")]
+    Rejected { program: String, source: std::io::Error, log: String },
+    #[error("program {program}: {source}")]
+    Program { program: String, source: ProgramError },
+    #[error("map {map}: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("--capture-size {0} is out of range 1..={MAX_CAPTURE}")]
+    CaptureSize(u32),
+}
+
+/// How the kernel programs are set up. Filters the kernel applies itself, so
+/// an idle filter costs almost nothing.
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    /// Payload bytes captured per syscall.
+    pub capture_size: u32,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ringbuf_bytes: u32,
+    /// Trace only processes put into the allow-list (by pid, exe or port).
+    pub allow_list: bool,
+    /// Ports whose clients and servers join the allow-list.
+    pub ports: Vec<u16>,
+    /// Only this network namespace (inode), when set.
+    pub netns: Option<u32>,
+    /// Kernel BTF to read struct offsets from.
+    pub btf_path: PathBuf,
+}
+
+pub struct Capture {
+    ebpf: Ebpf,
+}
+
+impl Capture {
+    pub fn load(opts: &CaptureOptions) -> Result<Self, CaptureError> {
+        if opts.capture_size == 0 || opts.capture_size as usize > MAX_CAPTURE {
+            return Err(CaptureError::CaptureSize(opts.capture_size));
+        }
+        raise_memlock_limit();
+        let tracefs = tracefs::ensure_tracefs()?;
+        tracefs::ensure_bpffs()?;
+        let settings = Settings {
+            capture_size: opts.capture_size,
+            filter_mode: if opts.allow_list { FILTER_ALLOW_LIST } else { FILTER_ALL },
+            self_tgid: std::process::id(),
+            netns: opts.netns.unwrap_or(0),
+            port_filter: u32::from(!opts.ports.is_empty()),
+            fork_child_offset: fork_child_offset(&tracefs)?,
+            offsets: btf::kernel_offsets(&opts.btf_path)?,
+            layout: syscall_layout(&tracefs)?,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .set_global("KSPAN_SETTINGS", &settings, true)
+            .set_max_entries("EVENTS", opts.ringbuf_bytes)
+            .set_max_entries("SCRATCH", possible_cpus())
+            .load(EBPF_OBJECT)
+            .map_err(CaptureError::Load)?;
+        let mut capture = Self { ebpf };
+        for port in &opts.ports {
+            capture.port_filter()?.insert(port, 1, 0).map_err(|source| CaptureError::Map { map: "PORT_FILTER", source })?;
+        }
+        for name in SYSCALLS {
+            capture.attach("syscalls", &format!("sys_enter_{name}"))?;
+            capture.attach("syscalls", &format!("sys_exit_{name}"))?;
+        }
+        for name in ENTER_ONLY {
+            capture.attach("syscalls", &format!("sys_enter_{name}"))?;
+        }
+        for name in SCHED {
+            capture.attach("sched", name)?;
+        }
+        Ok(capture)
+    }
+
+    fn attach(&mut self, category: &str, name: &str) -> Result<(), CaptureError> {
+        let program = name.to_owned();
+        let tp: &mut TracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| CaptureError::Program { program: program.clone(), source: ProgramError::NotLoaded })?
+            .try_into()
+            .map_err(|source| CaptureError::Program { program: program.clone(), source })?;
+        tp.load().map_err(|source| match source {
+            ProgramError::LoadError { io_error, verifier_log } => {
+                CaptureError::Rejected { program: program.clone(), source: io_error, log: verifier_log.to_string() }
+            }
+            source => CaptureError::Program { program: program.clone(), source },
+        })?;
+        tp.attach(category, name).map_err(|source| CaptureError::Program { program, source })?;
+        Ok(())
+    }
+
+    /// The ring buffer all records arrive on. Can be taken once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, CaptureError> {
+        let map = self.ebpf.take_map("EVENTS").ok_or(CaptureError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| CaptureError::Map { map: "EVENTS", source })
+    }
+
+    fn port_filter(&mut self) -> Result<HashMap<&mut MapData, u16, u8>, CaptureError> {
+        let map = self.ebpf.map_mut("PORT_FILTER").ok_or(CaptureError::MissingMap("PORT_FILTER"))?;
+        HashMap::try_from(map).map_err(|source| CaptureError::Map { map: "PORT_FILTER", source })
+    }
+
+    fn pid_filter(&mut self) -> Result<HashMap<&mut MapData, u32, u8>, CaptureError> {
+        let map = self.ebpf.map_mut("PID_FILTER").ok_or(CaptureError::MissingMap("PID_FILTER"))?;
+        HashMap::try_from(map).map_err(|source| CaptureError::Map { map: "PID_FILTER", source })
+    }
+
+    /// Adds a process to the allow-list (used with `allow_list`).
+    pub fn allow_pid(&mut self, pid: u32) -> Result<(), CaptureError> {
+        self.pid_filter()?.insert(pid, 1, 0).map_err(|source| CaptureError::Map { map: "PID_FILTER", source })
+    }
+
+    /// Sums of the per-CPU counters, indexed by `kspan_common::Counter`.
+    pub fn counters(&self) -> Result<[u64; COUNTER_SLOTS as usize], CaptureError> {
+        let map = self.ebpf.map("COUNTERS").ok_or(CaptureError::MissingMap("COUNTERS"))?;
+        let array: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(|source| CaptureError::Map { map: "COUNTERS", source })?;
+        let mut out = [0u64; COUNTER_SLOTS as usize];
+        for (slot, total) in out.iter_mut().enumerate() {
+            let values = array.get(&(slot as u32), 0).map_err(|source| CaptureError::Map { map: "COUNTERS", source })?;
+            *total = values.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+/// Highest possible CPU id + 1, from /sys/devices/system/cpu/possible
+/// ("0-3" or "0,2-5"); the scratch array needs a slot for each.
+fn possible_cpus() -> u32 {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    let max = text
+        .trim()
+        .split(',')
+        .filter_map(|range| range.rsplit('-').next()?.trim().parse::<u32>().ok())
+        .max();
+    match max {
+        Some(max) => max + 1,
+        None => std::thread::available_parallelism().map_or(256, |n| n.get() as u32),
+    }
+}
+
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid struct. Newer kernels account BPF
+    // memory to the cgroup and ignore this limit; older ones need it.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if rc != 0 {
+        tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Argument and return offsets shared by every syscall tracepoint we use;
+/// checked against each format file so an unusual kernel fails loudly.
+fn syscall_layout(tracefs: &Path) -> Result<SyscallLayout, CaptureError> {
+    let mut layout: Option<SyscallLayout> = None;
+    for name in SYSCALLS.iter().chain(ENTER_ONLY) {
+        let enter = format!("sys_enter_{name}");
+        let args_offset = tracefs::syscall_args_offset(&tracefs::read_format(tracefs, "syscalls", &enter)?, &enter)?;
+        let ret_offset = if ENTER_ONLY.contains(name) {
+            layout.map_or(args_offset, |l| l.ret_offset)
+        } else {
+            let exit = format!("sys_exit_{name}");
+            tracefs::field_offset(&tracefs::read_format(tracefs, "syscalls", &exit)?, &exit, "ret")?
+        };
+        let this = SyscallLayout { args_offset, ret_offset };
+        match layout {
+            None => layout = Some(this),
+            Some(l) if l.args_offset == args_offset && l.ret_offset == ret_offset => {}
+            Some(l) => {
+                return Err(tracefs::TracefsError::Layout {
+                    tracepoint: enter,
+                    index: 0,
+                    offset: args_offset,
+                    expected: l.args_offset,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(layout.unwrap_or_default())
+}
+
+fn fork_child_offset(tracefs: &Path) -> Result<u32, CaptureError> {
+    let fields = tracefs::read_format(tracefs, "sched", "sched_process_fork")?;
+    Ok(tracefs::field_offset(&fields, "sched_process_fork", "child_pid")?)
+}
