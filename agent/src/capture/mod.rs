@@ -20,10 +20,12 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Syscall tracepoints, as (enter program, exit program) pairs.
 const SYSCALLS: &[&str] = &[
     "read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
-    "connect", "accept", "accept4",
+    "connect",
 ];
 /// Enter-only syscall tracepoints.
 const ENTER_ONLY: &[&str] = &["close", "dup2", "dup3"];
+/// Exit-only syscall tracepoints.
+const EXIT_ONLY: &[&str] = &["accept", "accept4"];
 const SCHED: &[&str] = &["sched_process_fork", "sched_process_exit", "sched_process_exec"];
 
 #[derive(Debug, thiserror::Error)]
@@ -86,10 +88,10 @@ impl Capture {
             offsets: btf::kernel_offsets(&opts.btf_path)?,
             layout: syscall_layout(&tracefs)?,
         };
-        let mut ebpf = EbpfLoader::new()
-            .set_global("KSPAN_SETTINGS", &settings, true)
-            .set_max_entries("EVENTS", opts.ringbuf_bytes)
-            .set_max_entries("SCRATCH", possible_cpus())
+        let ebpf = EbpfLoader::new()
+            .override_global("KSPAN_SETTINGS", &settings, true)
+            .map_max_entries("EVENTS", opts.ringbuf_bytes)
+            .map_max_entries("SCRATCH", possible_cpus())
             .load(EBPF_OBJECT)
             .map_err(CaptureError::Load)?;
         let mut capture = Self { ebpf };
@@ -102,6 +104,9 @@ impl Capture {
         }
         for name in ENTER_ONLY {
             capture.attach("syscalls", &format!("sys_enter_{name}"))?;
+        }
+        for name in EXIT_ONLY {
+            capture.attach("syscalls", &format!("sys_exit_{name}"))?;
         }
         for name in SCHED {
             capture.attach("sched", name)?;
@@ -215,7 +220,15 @@ fn syscall_layout(tracefs: &Path) -> Result<SyscallLayout, CaptureError> {
             }
         }
     }
-    Ok(layout.unwrap_or_default())
+    let layout = layout.unwrap_or_default();
+    for name in EXIT_ONLY {
+        let exit = format!("sys_exit_{name}");
+        let ret_offset = tracefs::field_offset(&tracefs::read_format(tracefs, "syscalls", &exit)?, &exit, "ret")?;
+        if ret_offset != layout.ret_offset {
+            return Err(tracefs::TracefsError::Layout { tracepoint: exit, index: 0, offset: ret_offset, expected: layout.ret_offset }.into());
+        }
+    }
+    Ok(layout)
 }
 
 fn fork_child_offset(tracefs: &Path) -> Result<u32, CaptureError> {

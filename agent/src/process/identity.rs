@@ -1,0 +1,785 @@
+//! Service identity of a traced process, and the OTLP resource built from it.
+
+use std::fs;
+use std::path::Path;
+
+use crate::process::ProcError;
+use crate::span::model::{AttrValue, Resource};
+
+/// What kspan knows about one traced process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Pid as seen in `proc_root`'s pid namespace.
+    pub pid: u32,
+    /// Parent pid (field 4 of `stat`).
+    pub ppid: u32,
+    /// Field 22 of `/proc/PID/stat` (clock ticks after boot); with `pid` it
+    /// identifies one incarnation of a process despite pid reuse.
+    pub start_time_ticks: u64,
+    /// Target of `/proc/PID/exe` without a trailing " (deleted)"; `None` for
+    /// kernel threads, zombies, or when kspan may not look.
+    pub exe_path: Option<String>,
+    /// Basename of `exe_path` (of argv[0] when the exe is a memfd), else `comm`.
+    pub exe_name: String,
+    /// Kernel task name (`stat` field 2); 15 bytes at most for user tasks.
+    pub comm: String,
+    /// argv, NUL padding dropped; empty for kernel threads and zombies.
+    pub cmdline: Vec<String>,
+    /// The process's own OTel configuration if it has one, else inferred
+    /// from what it runs (see [`ProcessInfo::read`]).
+    pub service_name: String,
+    /// Parsed `OTEL_RESOURCE_ATTRIBUTES` of the process, in order, deduplicated.
+    pub extra_resource: Vec<(String, String)>,
+    /// 64-hex container id from `/proc/PID/cgroup`; `None` on the host.
+    pub container_id: Option<String>,
+    /// See [`netns_inode`].
+    pub netns_inode: Option<u64>,
+}
+
+impl ProcessInfo {
+    /// Reads process `pid` from `proc_root` (normally `/proc`). Only the
+    /// process vanishing or an unreadable `stat` is an error; anything else
+    /// missing (exe, environ, cgroup) just leaves the field empty.
+    ///
+    /// `service_name` is `OTEL_SERVICE_NAME` from the process's environ, else
+    /// `service.name` from its `OTEL_RESOURCE_ATTRIBUTES`, else, for an
+    /// interpreter (python, node, java, ruby, php, perl), the program it runs
+    /// (`python -m flask` → `flask`, `java -jar orders-1.0.jar` → `orders`),
+    /// else the executable's name.
+    pub fn read(proc_root: &Path, pid: u32) -> Result<Self, ProcError> {
+        let dir = proc_root.join(pid.to_string());
+        let stat_path = dir.join("stat");
+        let stat = fs::read_to_string(&stat_path).map_err(|e| ProcError::from_io(pid, &stat_path, e))?;
+        let (comm, ppid, start_time_ticks) = parse_stat(&stat).ok_or(ProcError::Malformed { path: stat_path })?;
+        let cmdline_path = dir.join("cmdline");
+        let cmdline = match fs::read(&cmdline_path) {
+            Ok(raw) => split_nul(&raw),
+            Err(e) => match ProcError::from_io(pid, &cmdline_path, e) {
+                gone @ ProcError::Gone { .. } => return Err(gone),
+                other => {
+                    tracing::debug!(pid, error = %other, "cmdline unreadable");
+                    Vec::new()
+                }
+            },
+        };
+        let exe_path = fs::read_link(dir.join("exe")).ok().and_then(|p| {
+            let p = p.to_string_lossy();
+            Some(p.strip_suffix(" (deleted)").unwrap_or(&p).to_owned()).filter(|p| !p.is_empty())
+        });
+        let base = |p: &str| p.rsplit('/').next().filter(|n| !n.is_empty()).map(str::to_owned);
+        // Programs re-executed from a memfd (runc, sandboxes) show as
+        // `/memfd:NAME (deleted)` and their comm follows; argv[0] names them.
+        let exe_name = match exe_path.as_deref() {
+            Some(p) if p.starts_with("/memfd:") => cmdline.first().and_then(|a| base(a)),
+            Some(p) => base(p),
+            None => None,
+        }
+        .unwrap_or_else(|| comm.clone());
+        // Unreadable environ (another user's process without CAP_SYS_PTRACE,
+        // a zombie) is normal: fall back to the executable quietly.
+        let (env_service, attrs_raw) = match fs::read(dir.join("environ")) {
+            Ok(raw) => otel_env(&raw),
+            Err(e) => {
+                tracing::debug!(pid, error = %e, "environ unreadable");
+                (None, None)
+            }
+        };
+        let extra_resource = attrs_raw.as_deref().map(parse_resource_attributes).unwrap_or_default();
+        let service_name = env_service
+            .or_else(|| extra_resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()))
+            .filter(|s| !s.is_empty())
+            .or_else(|| interpreted_service_name(&exe_name, &cmdline))
+            .unwrap_or_else(|| if exe_name.is_empty() { "unknown_service".into() } else { exe_name.clone() });
+        let container_id = fs::read_to_string(dir.join("cgroup")).ok().and_then(|t| container_id_from_cgroup(&t));
+        Ok(Self {
+            pid,
+            ppid,
+            start_time_ticks,
+            exe_path,
+            exe_name,
+            comm,
+            cmdline,
+            service_name,
+            extra_resource,
+            container_id,
+            netns_inode: netns_inode(proc_root, pid),
+        })
+    }
+}
+
+/// Inode of the network namespace of `pid` (readlink `/proc/PID/ns/net`,
+/// `net:[4026531840]`); `None` if kspan may not look or the process is gone.
+pub fn netns_inode(proc_root: &Path, pid: u32) -> Option<u64> {
+    let link = fs::read_link(proc_root.join(pid.to_string()).join("ns/net")).ok()?;
+    link.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The machine kspan runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostInfo {
+    /// `host.name`; "unknown" only if no source gave one.
+    pub host_name: String,
+    /// `/etc/machine-id` (or `/var/lib/dbus/machine-id`), 32 hex digits.
+    pub host_id: Option<String>,
+}
+
+impl HostInfo {
+    /// Reads the identity of the host kspan runs on directly.
+    pub fn read() -> Self {
+        Self::read_from(Path::new("/"))
+    }
+
+    /// `root` is where the host's root filesystem is visible, e.g. `/host`
+    /// when kspan runs in a container. There the host's `/etc/hostname` is
+    /// preferred, as our own UTS name may be the container's.
+    pub fn read_from(root: &Path) -> Self {
+        let file = |rel: &str| {
+            let text = fs::read_to_string(root.join(rel)).ok()?;
+            Some(text.trim().to_owned()).filter(|s| !s.is_empty())
+        };
+        let host_name = if root == Path::new("/") {
+            uts_host_name().or_else(|| file("etc/hostname"))
+        } else {
+            file("etc/hostname").or_else(uts_host_name)
+        };
+        let host_id = ["etc/machine-id", "var/lib/dbus/machine-id"]
+            .into_iter()
+            .filter_map(file)
+            // systemd writes "uninitialized" during first boot.
+            .find(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+        Self { host_name: host_name.unwrap_or_else(|| "unknown".into()), host_id }
+    }
+}
+
+fn uts_host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for `buf.len()` bytes; we stop at the first
+    // NUL or the buffer end, so a truncated name without a NUL is still safe.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec()).ok().filter(|s| !s.is_empty())
+}
+
+/// Builds the OTLP resource for `info`.
+///
+/// `service.instance.id` is `<host.name>:<pid>:<start_time_ticks>`: readable,
+/// stable across kspan restarts, and distinct when a pid is reused. The
+/// process may set its own via `OTEL_RESOURCE_ATTRIBUTES`; other keys from
+/// there never override what kspan observed (process, host, container,
+/// telemetry facts). `process.command_args` is deliberately not exported, as
+/// arguments may hold secrets.
+pub fn build_resource(info: &ProcessInfo, host: &HostInfo, sdk_version: &str) -> Resource {
+    let extra = |key: &str| info.extra_resource.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let mut attrs: Vec<(String, AttrValue)> = Vec::with_capacity(16 + info.extra_resource.len());
+    let mut put = |k: &str, v: AttrValue| attrs.push((k.to_owned(), v));
+    put("service.name", info.service_name.clone().into());
+    let instance = extra("service.instance.id")
+        .unwrap_or_else(|| format!("{}:{}:{}", host.host_name, info.pid, info.start_time_ticks));
+    put("service.instance.id", instance.into());
+    put("process.pid", i64::from(info.pid).into());
+    put("process.parent_pid", i64::from(info.ppid).into());
+    put("process.executable.name", info.exe_name.clone().into());
+    if let Some(path) = &info.exe_path {
+        put("process.executable.path", path.clone().into());
+    }
+    if let Some(argv0) = info.cmdline.first() {
+        put("process.command", argv0.clone().into());
+    }
+    put("host.name", host.host_name.clone().into());
+    if let Some(id) = &host.host_id {
+        put("host.id", id.clone().into());
+    }
+    if let Some(id) = &info.container_id {
+        put("container.id", id.clone().into());
+    }
+    put("telemetry.sdk.name", "kspan".into());
+    put("telemetry.sdk.version", sdk_version.into());
+    if let Some(lang) = sdk_language(&info.exe_name) {
+        put("telemetry.sdk.language", lang.into());
+    }
+    put("telemetry.distro.name", "kspan".into());
+    for (k, v) in &info.extra_resource {
+        if !attrs.iter().any(|(have, _)| have == k) {
+            attrs.push((k.clone(), v.clone().into()));
+        }
+    }
+    Resource {
+        key: resource_key(info.pid, info.start_time_ticks),
+        service_name: info.service_name.clone(),
+        attributes: attrs,
+    }
+}
+
+/// pid_max is at most 2^22, so the packing is injective; the splitmix64
+/// finalizer is a bijection that spreads the bits for hash maps.
+fn resource_key(pid: u32, start_time_ticks: u64) -> u64 {
+    let mut z = (start_time_ticks << 22) ^ u64::from(pid);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `(comm, ppid, starttime)`. comm may itself contain spaces and parens,
+/// hence the search for the last `)`.
+fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_ascii_whitespace().collect();
+    // fields[0] is field 3 (state) of proc(5).
+    Some((comm, fields.get(1)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+fn split_nul(raw: &[u8]) -> Vec<String> {
+    // setproctitle pads the rewritten argv area with NULs.
+    let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let raw = &raw[..end];
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+/// Picks `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` out of a raw
+/// environ; nothing else is kept, since the environment may hold secrets.
+fn otel_env(raw: &[u8]) -> (Option<String>, Option<String>) {
+    let (mut name, mut attrs) = (None, None);
+    for var in raw.split(|&b| b == 0) {
+        let var = String::from_utf8_lossy(var);
+        if let Some(v) = var.strip_prefix("OTEL_SERVICE_NAME=") {
+            name = Some(v.trim().to_owned()).filter(|v| !v.is_empty());
+        } else if let Some(v) = var.strip_prefix("OTEL_RESOURCE_ATTRIBUTES=") {
+            attrs = Some(v.to_owned());
+        }
+    }
+    (name, attrs)
+}
+
+/// `k=v,k2=v2` with percent-encoded values, as the OTel SDK spec defines it.
+/// Entries that don't parse are skipped one by one rather than discarding the
+/// whole variable: partial identity beats none for a process we can't fix.
+fn parse_resource_attributes(spec: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for entry in spec.split(',') {
+        let Some((k, v)) = entry.split_once('=') else {
+            continue;
+        };
+        let key = k.trim();
+        let Some(value) = percent_decode(v.trim()) else {
+            continue;
+        };
+        if key.is_empty() {
+            continue;
+        }
+        match out.iter_mut().find(|(have, _)| have == key) {
+            Some(slot) => slot.1 = value,
+            None => out.push((key.to_owned(), value)),
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
+            continue;
+        }
+        let mut digit = || char::from(bytes.next()?).to_digit(16);
+        out.push(u8::try_from(digit()? * 16 + digit()?).ok()?);
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Container id from `/proc/PID/cgroup`, v1 or v2: the innermost path
+/// segment holding a 64-hex id, bare (`/docker/<id>`, cgroupfs kubepods) or
+/// as `<runtime>-<id>.scope` (systemd driver: docker, cri-containerd, crio,
+/// libpod). Segments are also split at `:` for containerd's
+/// `…slice:cri-containerd:<id>` form. conmon scopes are podman/CRI-O
+/// monitors on the host, not the container.
+fn container_id_from_cgroup(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        path.rsplit(['/', ':']).find_map(|seg| {
+            if seg.contains("conmon") {
+                return None;
+            }
+            let id = seg.strip_suffix(".scope").unwrap_or(seg).rsplit('-').next()?;
+            (id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then(|| id.to_owned())
+        })
+    })
+}
+
+/// Interpreters are named by their language id, which doubles as the
+/// `telemetry.sdk.language` value. Versioned names (`python3.11`) are common.
+fn interpreter(exe_name: &str) -> Option<&'static str> {
+    match exe_name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.') {
+        "python" | "pypy" => Some("python"),
+        "node" | "nodejs" => Some("nodejs"),
+        "java" => Some("java"),
+        "ruby" => Some("ruby"),
+        "php" => Some("php"),
+        "perl" => Some("perl"),
+        _ => None,
+    }
+}
+
+/// Semconv has no `perl` value; Go and other compiled languages can't be
+/// told from the executable name, so they are left out.
+fn sdk_language(exe_name: &str) -> Option<&'static str> {
+    match interpreter(exe_name) {
+        Some("perl") => None,
+        None if exe_name.starts_with("php-fpm") => Some("php"),
+        lang => lang,
+    }
+}
+
+/// How an interpreter's command line names the program it runs.
+struct Grammar {
+    /// Short options taking a value, attached or as the next argument.
+    with_value: &'static str,
+    /// Short options whose value can only be attached (`-Mstrict`).
+    attached: &'static str,
+    /// Options giving inline code (`-c`, `-e`): there is no script.
+    inline_code: &'static str,
+    /// Option whose value is a module to run (`python -m`).
+    module: Option<char>,
+    /// Option whose value is the script (`php -f`).
+    script: Option<char>,
+    long_with_value: &'static [&'static str],
+    /// Dropped from the script's name.
+    exts: &'static [&'static str],
+}
+
+const BASE: Grammar = Grammar {
+    with_value: "",
+    attached: "",
+    inline_code: "",
+    module: None,
+    script: None,
+    long_with_value: &[],
+    exts: &[],
+};
+const PYTHON: Grammar = Grammar {
+    with_value: "WX",
+    inline_code: "c",
+    module: Some('m'),
+    long_with_value: &["--check-hash-based-pycs"],
+    exts: &[".py", ".pyc", ".pyz", ".pyw"],
+    ..BASE
+};
+const NODE: Grammar = Grammar {
+    with_value: "rC",
+    inline_code: "ep",
+    long_with_value: &["--require", "--import", "--loader", "--experimental-loader", "--conditions", "--title"],
+    exts: &[".js", ".mjs", ".cjs", ".ts"],
+    ..BASE
+};
+const RUBY: Grammar = Grammar { with_value: "ICEr", attached: "xF0W", inline_code: "e", exts: &[".rb"], ..BASE };
+const PHP: Grammar = Grammar { with_value: "cdzRBEFtS", inline_code: "r", script: Some('f'), exts: &[".php"], ..BASE };
+const PERL: Grammar = Grammar { with_value: "I", attached: "MmxdDCl0iF", inline_code: "eE", exts: &[".pl"], ..BASE };
+
+/// For an interpreter, the program it runs: a script's stem, a python
+/// module, a jar or a java main class. If none is on the command line but
+/// argv[0] is not the interpreter, the program renamed itself
+/// (setproctitle: `gunicorn: worker [app]`, `puma 6.4 (tcp://…)`) and its
+/// first word names it.
+fn interpreted_service_name(exe_name: &str, cmdline: &[String]) -> Option<String> {
+    let args = cmdline.get(1..).unwrap_or_default();
+    let found = match interpreter(exe_name)? {
+        "java" => java_program(args),
+        "python" => script_arg(args, &PYTHON),
+        "nodejs" => script_arg(args, &NODE),
+        "ruby" => script_arg(args, &RUBY),
+        "php" => script_arg(args, &PHP),
+        _ => script_arg(args, &PERL),
+    };
+    found.filter(|n| !n.is_empty()).or_else(|| {
+        let word = cmdline.first()?.split_whitespace().next()?.trim_end_matches(':');
+        let word = word.rsplit('/').next()?;
+        (!word.is_empty() && word != exe_name && interpreter(word).is_none()).then(|| word.to_owned())
+    })
+}
+
+/// First operand after the interpreter's options, for getopt-style short
+/// options that may be grouped (`-uBm mod`).
+fn script_arg(args: &[String], g: &Grammar) -> Option<String> {
+    let mut it = args.iter().map(String::as_str);
+    while let Some(arg) = it.next() {
+        if arg == "--" {
+            return it.next().map(|p| script_name(p, g.exts));
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            if matches!(long, "eval" | "print") || long.starts_with("eval=") {
+                return None;
+            }
+            if !long.contains('=') && g.long_with_value.contains(&arg) {
+                it.next();
+            }
+            continue;
+        }
+        let Some(group) = arg.strip_prefix('-').filter(|g| !g.is_empty()) else {
+            return (arg != "-").then(|| script_name(arg, g.exts));
+        };
+        for (i, c) in group.char_indices() {
+            if g.attached.contains(c) {
+                break;
+            }
+            let is = |o: Option<char>| o == Some(c);
+            if g.with_value.contains(c) || g.inline_code.contains(c) || is(g.module) || is(g.script) {
+                let rest = &group[i + c.len_utf8()..];
+                let value = if rest.is_empty() { it.next() } else { Some(rest) };
+                if g.inline_code.contains(c) {
+                    return None;
+                } else if is(g.module) {
+                    return value.map(str::to_owned);
+                } else if is(g.script) {
+                    return value.map(|p| script_name(p, g.exts));
+                }
+                break;
+            }
+        }
+    }
+    None
+}
+
+fn script_name(path: &str, exts: &[&str]) -> String {
+    let mut parts = path.trim_end_matches('/').rsplit('/');
+    let base = parts.next().unwrap_or_default();
+    let stem = exts.iter().find_map(|e| base.strip_suffix(e)).unwrap_or(base);
+    // `python pkg/__main__.py` runs package `pkg`.
+    if stem == "__main__" { parts.next().unwrap_or_default().to_owned() } else { stem.to_owned() }
+}
+
+/// `-jar foo-1.2.jar` → `foo`, `-m mod/com.x.Main` and `com.x.Main` → `Main`,
+/// `Foo.java` (source launcher) → `Foo`.
+fn java_program(args: &[String]) -> Option<String> {
+    let mut it = args.iter().map(String::as_str);
+    while let Some(arg) = it.next() {
+        match arg {
+            "-jar" => return it.next().map(jar_name),
+            "-m" | "--module" => return it.next().map(module_main),
+            "-cp"
+            | "-classpath"
+            | "--class-path"
+            | "-p"
+            | "--module-path"
+            | "--add-modules"
+            | "--add-opens"
+            | "--add-exports"
+            | "--add-reads"
+            | "--patch-module"
+            | "--limit-modules"
+            | "--upgrade-module-path"
+            | "--enable-native-access"
+            | "--source" => {
+                it.next();
+            }
+            a if a.starts_with("--module=") => return a.get(9..).map(module_main),
+            a if a.starts_with('-') || a.starts_with('@') => {}
+            a => {
+                return Some(match a.strip_suffix(".java") {
+                    Some(src) => src.rsplit('/').next().unwrap_or(src).to_owned(),
+                    None => a.rsplit('.').next().unwrap_or(a).to_owned(),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// Drops the directory, `.jar` and a version suffix (`svc-0.0.1-SNAPSHOT`).
+fn jar_name(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let stem = base.strip_suffix(".jar").unwrap_or(base);
+    let version = stem.as_bytes().windows(2).position(|w| w[0] == b'-' && w[1].is_ascii_digit());
+    match version {
+        Some(i) if i > 0 => stem[..i].to_owned(),
+        _ => stem.to_owned(),
+    }
+}
+
+fn module_main(spec: &str) -> String {
+    match spec.split_once('/') {
+        Some((_, class)) => class.rsplit('.').next().unwrap_or(class).to_owned(),
+        None => spec.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    /// A throwaway directory that plays `/proc` (or a host root).
+    struct Fixture(PathBuf);
+    impl Fixture {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("kspan-identity-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+        fn file(&self, rel: &str, content: &[u8]) -> &Self {
+            let path = self.0.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, content).unwrap();
+            self
+        }
+        fn link(&self, rel: &str, target: &str) -> &Self {
+            let path = self.0.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            symlink(target, path).unwrap();
+            self
+        }
+    }
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn stat_line(pid: u32, comm: &str, ppid: u32, start: u64) -> String {
+        format!("{pid} ({comm}) S {ppid} 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 {start} 1 2 3 4 5 6")
+    }
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn stat_with_tricky_comm() {
+        let (comm, ppid, start) = parse_stat(&stat_line(7, "a) (b c", 1, 98765)).unwrap();
+        assert_eq!((comm.as_str(), ppid, start), ("a) (b c", 1, 98765));
+        assert_eq!(parse_stat("12 (x) S"), None);
+        assert_eq!(parse_stat(""), None);
+    }
+
+    #[test]
+    fn interpreter_service_names() {
+        let cases = [
+            ("python3.11", "python3 app.py", "app"),
+            ("python3.11", "/usr/bin/python3.11 -u -W ignore /srv/app/main.py --port 80", "main"),
+            ("python3", "python -m flask run", "flask"),
+            ("python3", "python -Bm http.server 8000", "http.server"),
+            ("python3", "/usr/bin/python3 /usr/local/bin/gunicorn -w 4 app:app", "gunicorn"),
+            ("python3", "python /opt/tool/__main__.py", "tool"),
+            ("python3", "python3 -c print(1)", "python3"),
+            ("python", "python", "python"),
+            ("node", "node server.js", "server"),
+            ("node", "node --require ./otel.js -r dotenv/config /app/dist/api.mjs", "api"),
+            ("node", "node -e 1", "node"),
+            ("java", "java -jar foo.jar", "foo"),
+            ("java", "java -Xmx1g -Dx=y -jar /app/orders-0.0.1-SNAPSHOT.jar", "orders"),
+            ("java", "java -cp lib/a.jar:lib/b.jar com.x.Main arg", "Main"),
+            ("java", "java --module-path mods -m com.x/com.x.app.Server", "Server"),
+            ("java", "java Hello.java", "Hello"),
+            ("ruby3.1", "ruby -Ilib /usr/local/bundle/bin/puma -C config/puma.rb", "puma"),
+            ("php8.2", "php -d memory_limit=1G artisan serve", "artisan"),
+            ("php", "php -f /var/www/worker.php", "worker"),
+            ("perl", "perl -Mstrict -I lib /usr/bin/starman app.psgi", "starman"),
+            ("perl", "perl -e 1", "perl"),
+        ];
+        for (exe, cmd, want) in cases {
+            let got = interpreted_service_name(exe, &argv(cmd)).unwrap_or_else(|| exe.to_owned());
+            assert_eq!(got, want, "{exe} / {cmd}");
+        }
+        assert_eq!(interpreted_service_name("python3", &[]), None);
+        // Renamed by setproctitle: one argument, padded with NULs.
+        let renamed = [
+            ("python3", &b"gunicorn: worker [app:app]\0\0\0\0"[..], Some("gunicorn")),
+            ("ruby", b"puma 6.4.0 (tcp://0.0.0.0:3000) [app]\0", Some("puma")),
+            ("node", b"my-api\0\0", Some("my-api")),
+            ("nginx", b"nginx: worker process\0", None),
+        ];
+        for (exe, raw, want) in renamed {
+            assert_eq!(interpreted_service_name(exe, &split_nul(raw)).as_deref(), want, "{exe}");
+        }
+    }
+
+    #[test]
+    fn resource_attributes_env() {
+        let got = parse_resource_attributes(
+            "service.name=my%20svc, deployment.environment = prod ,bad,=x,k=%zz,k2=%E2%82%AC,dup=1,dup=2,e=",
+        );
+        let want =
+            [("service.name", "my svc"), ("deployment.environment", "prod"), ("k2", "€"), ("dup", "2"), ("e", "")];
+        let want: Vec<(String, String)> = want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(got, want);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%+1"), None);
+    }
+
+    #[test]
+    fn container_ids() {
+        let id = "3f7c9b0e5d1a2b4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f";
+        let containers = [
+            format!("12:memory:/docker/{id}\n11:pids:/docker/{id}\n"),
+            format!("0::/system.slice/docker-{id}.scope\n"),
+            format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b.slice/cri-containerd-{id}.scope"
+            ),
+            format!("4:cpu:/kubepods/besteffort/pod8d3f9a1e-1111-2222-3333-444455556666/{id}"),
+            format!("0::/system.slice/containerd.service/kubepods-burstable-pod1a2b.slice:cri-containerd:{id}"),
+            format!("0::/kubepods.slice/kubepods-pod1a2b.slice/crio-{id}.scope"),
+            format!("0::/machine.slice/libpod-{id}.scope/container"),
+            format!("1:name=systemd:/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{id}.scope"),
+            format!("0::/../../system.slice/docker-{id}.scope"),
+        ];
+        for text in &containers {
+            assert_eq!(container_id_from_cgroup(text).as_deref(), Some(id), "{text}");
+        }
+        let hosts = [
+            "0::/\n".to_owned(),
+            "0::/user.slice/user-1000.slice/session-3.scope".to_owned(),
+            "0::/system.slice/nginx.service".to_owned(),
+            "4:memory:/process_api/e286fef36b807e013a6cd585fe461d54\n0::/".to_owned(),
+            format!("0::/machine.slice/libpod-conmon-{id}.scope"),
+            format!("0::/system.slice/crio-conmon-{id}.scope"),
+            format!("0::/docker/{}", id.to_uppercase()),
+            "garbage without colons".to_owned(),
+            String::new(),
+        ];
+        for text in &hosts {
+            assert_eq!(container_id_from_cgroup(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn reads_fixture_process() {
+        let id = "a".repeat(64);
+        let fx = Fixture::new("proc");
+        fx.file("4242/stat", stat_line(4242, "python3", 1, 555).as_bytes())
+            .file("4242/cmdline", b"/usr/bin/python3\0app.py\0--token\0s3cret\0")
+            .file(
+                "4242/environ",
+                b"HOME=/root\0OTEL_RESOURCE_ATTRIBUTES=service.name=from-attrs,team=core,process.pid=1\0",
+            )
+            .file("4242/cgroup", format!("0::/system.slice/docker-{id}.scope\n").as_bytes())
+            .link("4242/exe", "/usr/bin/python3.11 (deleted)")
+            .link("4242/ns/net", "net:[4026531840]");
+        let info = ProcessInfo::read(&fx.0, 4242).unwrap();
+        assert_eq!((info.pid, info.ppid, info.start_time_ticks), (4242, 1, 555));
+        assert_eq!(info.exe_path.as_deref(), Some("/usr/bin/python3.11"));
+        assert_eq!(info.exe_name, "python3.11");
+        assert_eq!(info.comm, "python3");
+        assert_eq!(info.cmdline, argv("/usr/bin/python3 app.py --token s3cret"));
+        assert_eq!(info.service_name, "from-attrs");
+        assert_eq!(info.container_id, Some(id));
+        assert_eq!(info.netns_inode, Some(4026531840));
+
+        // OTEL_SERVICE_NAME beats OTEL_RESOURCE_ATTRIBUTES.
+        fx.file("4242/environ", b"OTEL_RESOURCE_ATTRIBUTES=service.name=x\0OTEL_SERVICE_NAME= billing \0");
+        assert_eq!(ProcessInfo::read(&fx.0, 4242).unwrap().service_name, "billing");
+
+        // No environ (as when unreadable), no exe, no cgroup: script name, comm.
+        fx.file("7/stat", stat_line(7, "node", 4242, 9).as_bytes()).file("7/cmdline", b"node\0server.js\0");
+        let info = ProcessInfo::read(&fx.0, 7).unwrap();
+        assert_eq!((info.exe_path, info.exe_name.as_str()), (None, "node"));
+        assert_eq!((info.service_name.as_str(), info.container_id, info.netns_inode), ("server", None, None));
+        assert!(info.extra_resource.is_empty());
+
+        // Kernel-thread-like: empty cmdline.
+        fx.file("2/stat", stat_line(2, "kthreadd", 0, 3).as_bytes()).file("2/cmdline", b"");
+        let info = ProcessInfo::read(&fx.0, 2).unwrap();
+        assert_eq!((info.service_name.as_str(), info.cmdline.len()), ("kthreadd", 0));
+
+        fx.file("9/stat", stat_line(9, "memfd:runc", 1, 1).as_bytes()).file("9/cmdline", b"/usr/bin/runc\0init\0");
+        fx.link("9/exe", "/memfd:runc_cloned:/proc/self/exe (deleted)");
+        let info = ProcessInfo::read(&fx.0, 9).unwrap();
+        assert_eq!((info.exe_name.as_str(), info.service_name.as_str()), ("runc", "runc"));
+
+        assert!(ProcessInfo::read(&fx.0, 999).unwrap_err().is_gone());
+        fx.file("8/stat", b"8 (x) Z");
+        assert!(matches!(ProcessInfo::read(&fx.0, 8), Err(ProcError::Malformed { .. })));
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let info = ProcessInfo::read(Path::new("/proc"), std::process::id()).unwrap();
+        assert_eq!(info.ppid, std::os::unix::process::parent_id());
+        assert!(info.start_time_ticks > 0 && info.exe_path.is_some() && info.netns_inode.is_some());
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() && std::env::var_os("OTEL_RESOURCE_ATTRIBUTES").is_none() {
+            assert_eq!(info.service_name, info.exe_name);
+        }
+    }
+
+    fn attr<'a>(r: &'a Resource, key: &str) -> Option<&'a AttrValue> {
+        r.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    #[test]
+    fn resource_attributes() {
+        let mut info = ProcessInfo {
+            pid: 4242,
+            ppid: 1,
+            start_time_ticks: 555,
+            exe_path: Some("/usr/bin/python3.11".into()),
+            exe_name: "python3.11".into(),
+            comm: "python3".into(),
+            cmdline: argv("python3 app.py --password hunter2"),
+            service_name: "app".into(),
+            extra_resource: vec![("process.pid".into(), "1".into()), ("team".into(), "core".into())],
+            container_id: Some("b".repeat(64)),
+            netns_inode: Some(1),
+        };
+        let host = HostInfo { host_name: "node-1".into(), host_id: Some("c".repeat(32)) };
+        let r = build_resource(&info, &host, "0.1.0");
+        let s = |v: &str| Some(AttrValue::Str(v.into()));
+        assert_eq!(r.service_name, "app");
+        assert_eq!(attr(&r, "service.name"), s("app").as_ref());
+        assert_eq!(attr(&r, "service.instance.id"), s("node-1:4242:555").as_ref());
+        assert_eq!(attr(&r, "process.pid"), Some(&AttrValue::Int(4242)));
+        assert_eq!(attr(&r, "process.parent_pid"), Some(&AttrValue::Int(1)));
+        assert_eq!(attr(&r, "process.executable.path"), s("/usr/bin/python3.11").as_ref());
+        assert_eq!(attr(&r, "process.command"), s("python3").as_ref());
+        assert_eq!(attr(&r, "host.id"), s(&"c".repeat(32)).as_ref());
+        assert_eq!(attr(&r, "container.id"), s(&"b".repeat(64)).as_ref());
+        assert_eq!(attr(&r, "telemetry.sdk.language"), s("python").as_ref());
+        assert_eq!(attr(&r, "telemetry.sdk.version"), s("0.1.0").as_ref());
+        assert_eq!(attr(&r, "team"), s("core").as_ref());
+        assert_eq!(attr(&r, "process.command_args"), None);
+        assert!(!format!("{:?}", r.attributes).contains("hunter2"));
+        let keys: HashSet<&str> = r.attributes.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys.len(), r.attributes.len(), "duplicate keys");
+
+        let key = r.key;
+        info.start_time_ticks += 1;
+        info.extra_resource.push(("service.instance.id".into(), "mine".into()));
+        info.exe_name = "server".into();
+        info.container_id = None;
+        let r = build_resource(&info, &HostInfo { host_name: "h".into(), host_id: None }, "0.1.0");
+        assert_ne!(r.key, key);
+        assert_eq!(attr(&r, "service.instance.id"), s("mine").as_ref());
+        assert_eq!(attr(&r, "telemetry.sdk.language"), None);
+        assert_eq!(attr(&r, "host.id").or(attr(&r, "container.id")), None);
+    }
+
+    use std::collections::HashSet;
+
+    #[test]
+    fn resource_keys_do_not_collide() {
+        let keys: HashSet<u64> = (1..200u32).flat_map(|pid| (0..200u64).map(move |t| resource_key(pid, t))).collect();
+        assert_eq!(keys.len(), 199 * 200);
+    }
+
+    #[test]
+    fn host_info() {
+        let fx = Fixture::new("host");
+        fx.file("etc/hostname", b"  box-7\n").file("etc/machine-id", b"uninitialized\n");
+        fx.file("var/lib/dbus/machine-id", b"3d1219c7c4c5404aaa1f6d2a48adfda4\n");
+        let h = HostInfo::read_from(&fx.0);
+        assert_eq!(h.host_name, "box-7");
+        assert_eq!(h.host_id.as_deref(), Some("3d1219c7c4c5404aaa1f6d2a48adfda4"));
+        let empty = Fixture::new("host-empty");
+        let h = HostInfo::read_from(&empty.0);
+        assert_eq!((h.host_name, h.host_id), (uts_host_name().unwrap(), None));
+        assert!(!HostInfo::read().host_name.is_empty());
+    }
+}

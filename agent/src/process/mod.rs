@@ -1,0 +1,44 @@
+//! Who a traced process is: its service identity (the OTLP resource its
+//! spans go out under), read from procfs.
+
+mod identity;
+pub mod registry;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use identity::{HostInfo, ProcessInfo, build_resource, netns_inode};
+
+/// Failure to read something under `/proc`.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// The process exited (or its pid is not in this procfs). This is routine
+    /// for short-lived processes, so callers should drop it without logging.
+    #[error("process {pid} is gone")]
+    Gone { pid: u32 },
+    /// The io error is part of the message rather than `source()` so that a
+    /// plain `%err` in a log line says what went wrong.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: io::Error },
+    /// The file was read but is not in the format the kernel writes.
+    #[error("{}: unexpected format", path.display())]
+    Malformed { path: PathBuf },
+}
+
+impl ProcError {
+    /// Classifies an error from reading `path`, a file of process `pid`.
+    /// ENOENT means the `/proc/PID` directory went away; ESRCH is what a read
+    /// of an already opened file returns once the task has been reaped.
+    pub(crate) fn from_io(pid: u32, path: &Path, err: io::Error) -> Self {
+        if err.kind() == io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ESRCH) {
+            Self::Gone { pid }
+        } else {
+            Self::Io { path: path.to_path_buf(), err }
+        }
+    }
+
+    /// True for [`ProcError::Gone`], which callers should treat quietly.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Self::Gone { .. })
+    }
+}

@@ -1,0 +1,98 @@
+//! Resources of traced processes, read from procfs once per process and
+//! cached (bounded); an exec or exit forgets the entry.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::Arc,
+};
+
+use super::{HostInfo, ProcessInfo, build_resource};
+use crate::span::model::{AttrValue, Resource};
+
+pub struct Registry {
+    proc_root: PathBuf,
+    host: HostInfo,
+    cache: HashMap<u32, (Arc<Resource>, Option<String>)>,
+    capacity: usize,
+}
+
+impl Registry {
+    pub fn new(proc_root: PathBuf, capacity: usize) -> Self {
+        Self { proc_root, host: HostInfo::read(), cache: HashMap::new(), capacity: capacity.max(1) }
+    }
+
+    /// The resource for `pid`. A process that already exited still gets a
+    /// minimal resource, so its last spans are not lost.
+    pub fn resource(&mut self, pid: u32) -> Arc<Resource> {
+        if let Some((res, _)) = self.cache.get(&pid) {
+            return res.clone();
+        }
+        let (res, exe) = match ProcessInfo::read(&self.proc_root, pid) {
+            Ok(info) => (Arc::new(build_resource(&info, &self.host, env!("CARGO_PKG_VERSION"))), info.exe_path),
+            Err(err) => {
+                if !err.is_gone() {
+                    tracing::debug!(pid, %err, "cannot read process identity");
+                }
+                (Arc::new(unknown_process(pid, &self.host)), None)
+            }
+        };
+        if self.cache.len() >= self.capacity {
+            // Bounded: dropping an arbitrary entry only costs a re-read.
+            if let Some(victim) = self.cache.keys().next().copied() {
+                self.cache.remove(&victim);
+            }
+        }
+        self.cache.insert(pid, (res.clone(), exe));
+        res
+    }
+
+    /// Executable path of a process (cached with its resource).
+    pub fn exe_path(&mut self, pid: u32) -> Option<String> {
+        self.resource(pid);
+        self.cache.get(&pid).and_then(|(_, exe)| exe.clone())
+    }
+
+    pub fn forget(&mut self, pid: u32) {
+        self.cache.remove(&pid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+fn unknown_process(pid: u32, host: &HostInfo) -> Resource {
+    let service_name = format!("unknown_process:{pid}");
+    let mut attributes = vec![
+        ("service.name".to_owned(), AttrValue::Str(service_name.clone())),
+        ("process.pid".to_owned(), AttrValue::Int(i64::from(pid))),
+        ("host.name".to_owned(), AttrValue::Str(host.host_name.clone())),
+        ("telemetry.sdk.name".to_owned(), AttrValue::Str("kspan".to_owned())),
+        ("telemetry.sdk.version".to_owned(), AttrValue::Str(env!("CARGO_PKG_VERSION").to_owned())),
+    ];
+    if let Some(id) = &host.host_id {
+        attributes.push(("host.id".to_owned(), AttrValue::Str(id.clone())));
+    }
+    Resource { key: u64::from(pid) | (1 << 63), service_name, attributes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caches_and_falls_back_for_gone_processes() {
+        let mut reg = Registry::new(PathBuf::from("/proc"), 2);
+        let me = std::process::id();
+        let a = reg.resource(me);
+        assert!(Arc::ptr_eq(&a, &reg.resource(me)));
+        assert!(reg.exe_path(me).is_some());
+        let gone = reg.resource(u32::MAX - 1);
+        assert_eq!(gone.service_name, format!("unknown_process:{}", u32::MAX - 1));
+        reg.resource(1);
+        assert!(reg.len() <= 2);
+        reg.forget(me);
+        assert!(!Arc::ptr_eq(&a, &reg.resource(me)));
+    }
+}
