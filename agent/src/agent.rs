@@ -1,0 +1,254 @@
+//! The pipeline, one way: ring buffer -> connection table and streams ->
+//! protocol parsers -> span builder -> exporter. One task owns every stage,
+//! so no state is shared or locked.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use kspan_common::Counter;
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    capture::{
+        Capture, CaptureOptions,
+        decode::{self, ConnRecord, DataRecord, Event, ProcRecord},
+    },
+    config::Config,
+    conntrack::{ConnTable, Connection, procfs},
+    events_log::EventsLog,
+    export::{ExportConfig, ExportMetrics, Exporter},
+    metrics::Metrics,
+    process::registry::Registry,
+    protocol::http1::Http1Event,
+    span::{Clock, builder::SpanBuilder, route::RouteTemplater},
+    stream::{ProtocolEvent, Streams},
+};
+
+const PROC_ROOT: &str = "/proc";
+
+pub struct Agent {
+    config: Config,
+    capture: Capture,
+    conns: ConnTable,
+    streams: Streams,
+    builder: SpanBuilder,
+    registry: Registry,
+    exporter: Exporter,
+    metrics: Metrics,
+    events_log: Option<EventsLog>,
+}
+
+impl Agent {
+    pub fn start(config: Config) -> anyhow::Result<(Self, RingBuf<MapData>)> {
+        let routes = RouteTemplater::new(&config.routes).context("invalid --route pattern")?;
+        let ports = match &config.open_ports {
+            Some(spec) => Some(procfs::PortSet::parse(spec).context("invalid --open-ports")?),
+            None => None,
+        };
+        let netns = match &config.netns {
+            Some(path) => Some(netns_inode(path)?),
+            None => None,
+        };
+        let export_metrics = Arc::new(ExportMetrics::default());
+        let export_config = ExportConfig::from_env(config.print.into()).context("invalid OTLP export settings")?;
+        let exporter = Exporter::start(export_config, export_metrics.clone()).context("starting the exporter")?;
+        let allow_list = !config.pids.is_empty() || config.exe_path.is_some() || ports.is_some();
+        let opts = CaptureOptions {
+            capture_size: config.capture_size,
+            ringbuf_bytes: config.ringbuf_size,
+            allow_list,
+            ports: ports.as_ref().map(|p| p.iter_ports().collect()).unwrap_or_default(),
+            netns,
+            btf_path: config.btf.clone(),
+        };
+        let mut capture = Capture::load(&opts).context("loading the kernel programs")?;
+        let events = capture.take_events()?;
+        let events_log = match &config.events_log {
+            Some(path) => Some(EventsLog::create(path)?),
+            None => None,
+        };
+        let mut agent = Self {
+            conns: ConnTable::new(config.max_connections, Path::new(PROC_ROOT)),
+            streams: Streams::new(config.max_connections),
+            builder: SpanBuilder::new(Clock::now(), routes),
+            registry: Registry::new(PROC_ROOT.into(), 4096),
+            exporter,
+            metrics: Metrics::new(export_metrics),
+            events_log,
+            capture,
+            config,
+        };
+        agent.conns.snapshot_listeners();
+        agent.seed_allow_list(ports.as_ref())?;
+        Ok((agent, events))
+    }
+
+    /// Processes already running when kspan starts join the allow-list here;
+    /// later ones join in the kernel (ports, fork) or on exec (exe path).
+    fn seed_allow_list(&mut self, ports: Option<&procfs::PortSet>) -> anyhow::Result<()> {
+        let mut pids = self.config.pids.clone();
+        if let Some(ports) = ports {
+            pids.extend(procfs::pids_listening_or_connected_on(Path::new(PROC_ROOT), ports));
+        }
+        if self.config.exe_path.is_some() {
+            pids.extend(all_pids().into_iter().filter(|pid| self.exe_selected(*pid)));
+        }
+        for pid in pids {
+            self.capture.allow_pid(pid).with_context(|| format!("adding pid {pid} to the allow-list"))?;
+        }
+        Ok(())
+    }
+
+    fn exe_selected(&mut self, pid: u32) -> bool {
+        let Some(matcher) = self.config.exe_path.clone() else { return false };
+        self.registry.exe_path(pid).is_some_and(|exe| matcher.matches(&exe))
+    }
+
+    pub async fn run(mut self, events: RingBuf<MapData>) -> anyhow::Result<()> {
+        // SAFETY: the ring buffer owns its fd and outlives the registration
+        // (both are dropped together at the end of this function).
+        let mut events = unsafe { AsyncFd::register(events) }
+            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let period = Duration::from_secs(self.config.metrics_interval.max(1));
+        let mut metrics_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tracing::info!(pid = std::process::id(), "kspan ready");
+        loop {
+            tokio::select! {
+                guard = events.readable_mut() => {
+                    let mut guard = guard.context("ring buffer poll")?;
+                    let ring = guard.get_inner_mut();
+                    let mut batch = 0;
+                    while let Some(item) = ring.next() {
+                        let record = item.to_vec();
+                        drop(item);
+                        self.handle_record(&record);
+                        batch += 1;
+                        if batch >= 4096 {
+                            break;
+                        }
+                    }
+                    if batch < 4096 {
+                        guard.clear_ready();
+                    }
+                }
+                _ = metrics_tick.tick(), if self.config.metrics_interval > 0 => self.log_metrics(),
+                _ = tokio::signal::ctrl_c() => break,
+                _ = sigterm.recv() => break,
+            }
+        }
+        tracing::info!("shutting down: flushing spans");
+        self.log_metrics();
+        self.exporter.shutdown().await;
+        // Dropping the Capture detaches every program and frees every map.
+        drop(self.capture);
+        tracing::info!("kspan stopped");
+        Ok(())
+    }
+
+    fn handle_record(&mut self, record: &[u8]) {
+        let event = match decode::decode(record) {
+            Ok(event) => event,
+            Err(err) => {
+                self.metrics.decode_errors.inc();
+                tracing::debug!(%err, "undecodable ring-buffer record");
+                return;
+            }
+        };
+        self.metrics.events.inc();
+        if let Event::ConnOpen(rec) = &event {
+            self.on_conn_open(rec);
+        }
+        if let Some(log) = &mut self.events_log {
+            let resolved = match &event {
+                Event::ConnOpen(rec) => self.conns.get(rec.conn_id),
+                _ => None,
+            };
+            log.write(&event, resolved);
+        }
+        match event {
+            Event::Data(rec) => self.on_data(&rec),
+            Event::ConnOpen(_) => {}
+            Event::ConnClose(rec) => {
+                if let Some(conn) = self.conns.close(rec.conn_id) {
+                    self.finish_connection(&conn, rec.ts_ns, rec.tid);
+                }
+            }
+            Event::Proc(ProcRecord::Exit { tgid, ts_ns }) => {
+                for conn in self.conns.remove_process(tgid) {
+                    self.finish_connection(&conn, ts_ns, tgid);
+                }
+                self.registry.forget(tgid);
+            }
+            Event::Proc(ProcRecord::Exec { tgid, .. }) => {
+                self.registry.forget(tgid);
+                if self.exe_selected(tgid) {
+                    if let Err(err) = self.capture.allow_pid(tgid) {
+                        tracing::warn!(pid = tgid, %err, "cannot add process to the allow-list");
+                    }
+                }
+            }
+            Event::Proc(ProcRecord::Fork { .. }) => {}
+        }
+    }
+
+    fn on_conn_open(&mut self, rec: &ConnRecord) {
+        if let Some(displaced) = self.conns.open(rec) {
+            self.finish_connection(&displaced, rec.ts_ns, rec.tid);
+        }
+    }
+
+    fn on_data(&mut self, rec: &DataRecord) {
+        self.metrics.bytes_captured.add(rec.payload.len() as u64);
+        let Some(conn) = self.conns.get(rec.conn_id).cloned() else {
+            // Its open record was lost (ring buffer full): bytes of a
+            // connection we cannot place are dropped, and counted.
+            self.metrics.data_without_connection.inc();
+            return;
+        };
+        let events = self.streams.on_data(&conn, rec);
+        self.on_protocol_events(&conn, events);
+    }
+
+    fn finish_connection(&mut self, conn: &Connection, ts_ns: u64, tid: u32) {
+        let events = self.streams.on_close(conn, ts_ns, tid);
+        self.on_protocol_events(conn, events);
+    }
+
+    fn on_protocol_events(&mut self, conn: &Connection, events: Vec<ProtocolEvent>) {
+        for ev in events {
+            let Http1Event::Exchange(exchange) = &ev.event else { continue };
+            let resource = self.registry.resource(ev.pid);
+            match self.builder.http1(conn, ev.role, exchange, resource) {
+                Ok(span) => {
+                    self.metrics.spans.inc();
+                    self.exporter.submit(span);
+                }
+                Err(_) => self.metrics.spans_sampled_out.inc(),
+            }
+        }
+    }
+
+    fn log_metrics(&mut self) {
+        let kernel = self.capture.counters().unwrap_or_default();
+        self.metrics.log(
+            kernel[Counter::RingbufDropped as usize] + kernel[Counter::ControlDropped as usize],
+            kernel[Counter::SocketCalls as usize],
+            self.conns.len(),
+            self.streams.len(),
+        );
+    }
+}
+
+fn netns_inode(path: &Path) -> anyhow::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("--netns {}", path.display()))?;
+    u32::try_from(meta.ino()).with_context(|| format!("--netns {}: inode out of range", path.display()))
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir(PROC_ROOT)
+        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}

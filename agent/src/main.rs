@@ -1,0 +1,35 @@
+//! kspan: OpenTelemetry traces from the kernel, with no code changes.
+
+mod agent;
+mod capture;
+mod config;
+mod conntrack;
+mod events_log;
+mod export;
+mod metrics;
+mod process;
+mod protocol;
+mod span;
+mod stream;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+
+fn main() -> anyhow::Result<()> {
+    let config = config::Cli::parse().into_config()?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid --log filter")?;
+    // Logs go to stderr: stdout carries the printed spans.
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if unsafe { libc::geteuid() } != 0 {
+        tracing::warn!("not running as root: loading eBPF programs will likely fail");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let (agent, events) = agent::Agent::start(config)?;
+        agent.run(events).await
+    })
+}

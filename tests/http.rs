@@ -1,0 +1,255 @@
+//! HTTP/1.x spans from real servers and clients, checked on what an OTLP
+//! receiver (built from the official protos) actually received.
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
+    time::Duration,
+};
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+fn prerequisites() -> bool {
+    require_root() && require_bpf() && require_python() && require_cmd("curl").is_some()
+}
+
+fn python_app(port: u16) -> Server {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/peers/http_app.py")).arg(port.to_string());
+    Server::spawn(cmd, port).expect("python app starts")
+}
+
+/// kspan exporting to `receiver` over `protocol`, tracing clients and
+/// servers of `ports`.
+fn kspan_exporting(receiver: &Receiver, protocol: &str, ports: &str) -> Kspan {
+    let endpoint = if protocol == "grpc" { &receiver.grpc_endpoint } else { &receiver.http_endpoint };
+    Kspan::start(
+        &["--open-ports", ports],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-kspan-test=yes"),
+        ],
+    )
+    .expect("kspan starts")
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl").args(["-sS", "--max-time", "10"]).args(args).output().expect("curl runs");
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn find<'a>(spans: &'a [ReceivedSpan], kind: &str, service: &str, name: &str) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.kind == kind && s.resource_str("service.name") == Some(service) && s.name == name)
+        .collect()
+}
+
+fn has(spans: &[ReceivedSpan], kind: &str, service: &str, name: &str, n: usize) -> bool {
+    find(spans, kind, service, name).len() >= n
+}
+
+#[test]
+fn python_server_and_curl_client_over_grpc() {
+    if !prerequisites() {
+        return;
+    }
+    let receiver = Receiver::start().expect("receiver");
+    let port = free_port();
+    let app = python_app(port);
+    let kspan = kspan_exporting(&receiver, "grpc", &port.to_string());
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Two requests on one keep-alive connection; a query with a secret.
+    curl(&[&format!("{base}/users/123?token=secret&x=1"), &format!("{base}/users/456")]);
+    curl(&[&format!("{base}/fail")]);
+    curl(&["-H", &format!("traceparent: 00-{TRACE_ID}-{PARENT_ID}-01"), "-H", "tracestate: vendor=abc", &format!("{base}/users/7")]);
+    curl(&["-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", "chunked-body", &format!("{base}/echo")]);
+    curl(&[&format!("{base}/chunked")]);
+    // Pipelining: two requests in one write, on a raw socket.
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.write_all(b"GET /users/1 HTTP/1.1\r\nHost: pipelined\r\n\r\nGET /users/2 HTTP/1.1\r\nHost: pipelined\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    sock.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2);
+
+    let service = "http_app";
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            has(s, "SERVER", service, "GET /users/{id}", 5)
+                && has(s, "SERVER", service, "GET /fail", 1)
+                && has(s, "SERVER", service, "POST /echo", 1)
+                && has(s, "SERVER", service, "GET /chunked", 1)
+                && has(s, "CLIENT", "curl", "GET /users/{id}", 3)
+                && has(s, "CLIENT", "curl", "GET /fail", 1)
+        })
+        .expect("spans arrive");
+
+    let users = find(&spans, "SERVER", service, "GET /users/{id}");
+    let secret = users.iter().find(|s| s.attr_str("url.path") == Some("/users/123")).expect("/users/123 span");
+    assert_eq!(secret.attr_str("url.query"), Some("token=REDACTED&x=REDACTED"), "query values redacted");
+    assert_eq!(secret.attr_str("http.request.method"), Some("GET"));
+    assert_eq!(secret.attr_str("url.scheme"), Some("http"));
+    assert_eq!(secret.attr_i64("http.response.status_code"), Some(200));
+    assert_eq!(secret.attr_str("network.protocol.version"), Some("1.1"));
+    assert_eq!(secret.attr_i64("server.port"), Some(i64::from(port)));
+    assert_eq!(secret.attr_str("network.peer.address"), Some("127.0.0.1"));
+    assert_eq!(secret.attr_str("client.address"), Some("127.0.0.1"));
+    assert!(secret.attr_str("user_agent.original").is_some_and(|ua| ua.starts_with("curl/")));
+    assert_eq!(secret.attr_i64("http.response.body.size"), Some(r#"{"id": "123"}"#.len() as i64));
+    assert_eq!(secret.status.code, "UNSET");
+    assert!(secret.start < secret.end);
+    assert_eq!(secret.resource_i64("process.pid"), Some(i64::from(app.pid())));
+    assert_eq!(secret.header("x-kspan-test"), Some("yes"), "OTEL_EXPORTER_OTLP_HEADERS sent");
+    assert_eq!(secret.transport, "grpc");
+
+    let fail = find(&spans, "SERVER", service, "GET /fail")[0];
+    assert_eq!(fail.status.code, "ERROR");
+    assert_eq!(fail.attr_i64("http.response.status_code"), Some(500));
+    assert_eq!(fail.attr_str("error.type"), Some("500"));
+    let fail_client = find(&spans, "CLIENT", "curl", "GET /fail")[0];
+    assert_eq!(fail_client.status.code, "ERROR");
+    assert_eq!(fail_client.trace_id.len(), 32);
+
+    // W3C: the server joins the caller's trace; the caller's own client
+    // span IS the header's parent-id.
+    let joined = users.iter().find(|s| s.trace_id == TRACE_ID).expect("server span in the caller's trace");
+    assert_eq!(joined.parent_span_id, PARENT_ID);
+    assert_eq!(joined.trace_state, "vendor=abc");
+    let propagating = find(&spans, "CLIENT", "curl", "GET /users/{id}")
+        .into_iter()
+        .find(|s| s.trace_id == TRACE_ID)
+        .expect("client span takes the header's context");
+    assert_eq!(propagating.span_id, PARENT_ID);
+
+    // A CLIENT span encloses the SERVER span it caused.
+    let client = find(&spans, "CLIENT", "curl", "GET /users/{id}")
+        .into_iter()
+        .find(|s| s.attr_str("url.full") == Some(&format!("{base}/users/123?token=REDACTED&x=REDACTED")))
+        .expect("client span with url.full");
+    assert!(client.start <= secret.start && secret.end <= client.end, "client {client:?} server {secret:?}");
+    assert_eq!(client.attr_str("server.address"), Some("127.0.0.1"));
+    assert_eq!(client.attr_i64("server.port"), Some(i64::from(port)));
+    assert_ne!(client.resource_str("service.name"), secret.resource_str("service.name"), "one resource per process");
+
+    let echo = find(&spans, "SERVER", service, "POST /echo")[0];
+    assert_eq!(echo.attr_i64("http.request.body.size"), Some("chunked-body".len() as i64));
+    assert_eq!(echo.attr_i64("http.response.status_code"), Some(201));
+    let chunked = find(&spans, "SERVER", service, "GET /chunked")[0];
+    assert_eq!(chunked.attr_i64("http.response.body.size"), Some("first,second,third".len() as i64));
+    let pipelined: Vec<_> = users.iter().filter(|s| s.attr_str("server.address") == Some("pipelined")).collect();
+    assert_eq!(pipelined.len(), 2, "both pipelined requests");
+    drop(kspan);
+}
+
+#[test]
+fn node_and_nginx_over_http_protobuf() {
+    if !prerequisites() || require_cmd("node").is_none() || require_cmd("nginx").is_none() {
+        return;
+    }
+    let receiver = Receiver::start().expect("receiver");
+    let node_port = free_port();
+    let mut node = Command::new("node");
+    node.arg(repo_root().join("tests/peers/node_app.js")).arg(node_port.to_string());
+    let _node = Server::spawn(node, node_port).expect("node app starts");
+    let nginx_port = free_port();
+    let dir = TempDir::new().unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; worker_processes 1; pid {dir}/nginx.pid; error_log stderr;\n\
+             events {{}}\n\
+             http {{ access_log off; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n\
+               fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
+               server {{ listen 127.0.0.1:{nginx_port};\n\
+                 location /static/ {{ return 200 \"static\\n\"; }}\n\
+                 location /empty {{ return 204; }} }} }}\n",
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut nginx = Command::new("nginx");
+    nginx.arg("-c").arg(&conf);
+    let _nginx = Server::spawn(nginx, nginx_port).expect("nginx starts");
+    let kspan = kspan_exporting(&receiver, "http/protobuf", &format!("{node_port},{nginx_port}"));
+
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{node_port}/items/42")]), "item-42");
+    curl(&["-X", "POST", "--data-binary", "0123456789", &format!("http://127.0.0.1:{node_port}/upload")]);
+    curl(&[&format!("http://127.0.0.1:{nginx_port}/static/a.css"), &format!("http://127.0.0.1:{nginx_port}/empty")]);
+
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            has(s, "SERVER", "node_app", "GET /items/{id}", 1)
+                && has(s, "SERVER", "node_app", "POST /upload", 1)
+                && has(s, "SERVER", "nginx", "GET /static/a.css", 1)
+                && has(s, "SERVER", "nginx", "GET /empty", 1)
+        })
+        .expect("spans arrive");
+    let item = find(&spans, "SERVER", "node_app", "GET /items/{id}")[0];
+    assert_eq!(item.attr_i64("http.response.body.size"), Some("item-42".len() as i64), "chunked response decoded");
+    assert_eq!(item.transport, "http");
+    let upload = find(&spans, "SERVER", "node_app", "POST /upload")[0];
+    assert_eq!(upload.attr_i64("http.request.body.size"), Some(10));
+    let empty = find(&spans, "SERVER", "nginx", "GET /empty")[0];
+    assert_eq!(empty.attr_i64("http.response.status_code"), Some(204));
+    assert_eq!(empty.resource_str("process.executable.name"), Some("nginx"));
+    drop(kspan);
+}
+
+#[test]
+fn collector_down_at_start_receives_spans_once_up() {
+    if !prerequisites() {
+        return;
+    }
+    let grpc_port = free_port();
+    let port = free_port();
+    let _app = python_app(port);
+    let endpoint = format!("http://127.0.0.1:{grpc_port}");
+    let kspan = Kspan::start(
+        &["--open-ports", &port.to_string()],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .expect("kspan starts");
+    curl(&[&format!("http://127.0.0.1:{port}/users/1")]);
+    // Nobody listens yet: the export fails and is retried or dropped, and
+    // kspan keeps running.
+    let receiver = Receiver::start_with(&["--grpc-port", &grpc_port.to_string()]).expect("receiver comes up");
+    // Keep sending until a span arrives: which requests made it depends on
+    // when the retries gave up, but new ones must get through.
+    let spans = receiver.wait_for(WAIT, |s| {
+        if !has(s, "SERVER", "http_app", "GET /users/{id}", 1) {
+            let _ = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/users/2")]).output();
+            return false;
+        }
+        true
+    });
+    assert!(spans.is_ok(), "no span after the collector came up: {:?}\nkspan log:\n{}", spans.err(), kspan.log());
+    drop(kspan);
+}
+
+#[test]
+fn prints_spans_to_the_terminal_by_default() {
+    if !prerequisites() {
+        return;
+    }
+    let port = free_port();
+    let _app = python_app(port);
+    let kspan = Kspan::start(&["--open-ports", &port.to_string()], &[]).expect("kspan starts");
+    curl(&[&format!("http://127.0.0.1:{port}/users/99")]);
+    let line = "SERVER GET /users/{id}";
+    kspan.wait_for_log(line, WAIT).unwrap_or_else(|e| panic!("{e}"));
+    let log = kspan.log();
+    let printed = log.lines().find(|l| l.contains(line)).unwrap();
+    assert!(printed.contains("http_app") && printed.contains("200"), "{printed}");
+}
