@@ -91,17 +91,16 @@ fn try_exit_data(ctx: &TracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-/// connect/accept: parked even for processes not yet traced, because
+/// connect: parked even for processes not yet traced, because
 /// `--open-ports` may enroll them on the way out.
-fn try_enter_open(ctx: &TracePointContext, call: Call) -> Result<(), i32> {
+fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i32> {
     let (pid_tgid, tgid, _) = current();
     if !should_trace(tgid) && setting(&KSPAN_SETTINGS.port_filter) == 0 {
         return Ok(());
     }
-    let fd = if call == Call::Connect { arg(ctx, 0)? as i32 } else { -1 };
     let pending = PendingCall {
-        fd,
-        call: call as u8,
+        fd: arg(ctx, 0)? as i32,
+        call: Call::Connect as u8,
         _pad: [0; 3],
         ptr: 0,
         count: 0,
@@ -111,28 +110,34 @@ fn try_enter_open(ctx: &TracePointContext, call: Call) -> Result<(), i32> {
     PENDING.insert(&pid_tgid, &pending, 0).map_err(|e| e as i32)
 }
 
-fn try_exit_open(ctx: &TracePointContext) -> Result<(), i32> {
+fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i32> {
     let (pid_tgid, tgid, tid) = current();
     let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
         return Ok(());
     };
     let _ = PENDING.remove(&pid_tgid);
     let ret = ret(ctx)?;
-    let (fd, role) = if pending.call == Call::Connect as u8 {
-        if ret != 0 && ret != -EINPROGRESS {
-            return Ok(());
-        }
-        (pending.fd, Role::Client)
-    } else {
-        if ret < 0 {
-            return Ok(());
-        }
-        (ret as i32, Role::Server)
-    };
-    conn::enroll_by_port(tgid, fd, role);
+    if ret != 0 && ret != -EINPROGRESS {
+        return Ok(());
+    }
+    conn::enroll_by_port(tgid, pending.fd, Role::Client);
     if should_trace(tgid) {
-        let call = if pending.call == Call::Connect as u8 { Call::Connect } else { Call::Accept };
-        conn::learn_new(tgid, tid, fd, role, call);
+        conn::learn_new(tgid, tid, pending.fd, Role::Client, Call::Connect);
+    }
+    Ok(())
+}
+
+/// accept needs no enter program: its return value is the new fd. That also
+/// catches a server that was already blocked in accept() when kspan started.
+fn try_exit_accept(ctx: &TracePointContext) -> Result<(), i32> {
+    let (_, tgid, tid) = current();
+    let fd = ret(ctx)?;
+    if fd < 0 {
+        return Ok(());
+    }
+    conn::enroll_by_port(tgid, fd as i32, Role::Server);
+    if should_trace(tgid) {
+        conn::learn_new(tgid, tid, fd as i32, Role::Server, Call::Accept);
     }
     Ok(())
 }
@@ -219,24 +224,29 @@ data_syscall!(sys_enter_recvmsg, sys_exit_recvmsg, Call::Recvmsg);
 data_syscall!(sys_enter_sendmmsg, sys_exit_sendmmsg, Call::Sendmmsg);
 data_syscall!(sys_enter_recvmmsg, sys_exit_recvmmsg, Call::Recvmmsg);
 
-macro_rules! open_syscall {
-    ($enter:ident, $exit:ident, $call:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            let _ = try_enter_open(&ctx, $call);
-            0
-        }
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            let _ = try_exit_open(&ctx);
-            0
-        }
-    };
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_connect(&ctx);
+    0
 }
 
-open_syscall!(sys_enter_connect, sys_exit_connect, Call::Connect);
-open_syscall!(sys_enter_accept, sys_exit_accept, Call::Accept);
-open_syscall!(sys_enter_accept4, sys_exit_accept4, Call::Accept4);
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_exit_connect(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let _ = try_exit_accept(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    let _ = try_exit_accept(&ctx);
+    0
+}
 
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
