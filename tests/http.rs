@@ -73,6 +73,8 @@ fn python_server_and_curl_client_over_grpc() {
     // Two requests on one keep-alive connection; a query with a secret.
     curl(&[&format!("{base}/users/123?token=secret&x=1"), &format!("{base}/users/456")]);
     curl(&[&format!("{base}/fail")]);
+    let reset = Command::new("curl").args(["-sS", "--max-time", "10", &format!("{base}/reset")]).output().unwrap();
+    assert!(!reset.status.success(), "curl sees the reset");
     curl(&["-H", &format!("traceparent: 00-{TRACE_ID}-{PARENT_ID}-01"), "-H", "tracestate: vendor=abc", &format!("{base}/users/7")]);
     curl(&["-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", "chunked-body", &format!("{base}/echo")]);
     curl(&[&format!("{base}/chunked")]);
@@ -92,6 +94,8 @@ fn python_server_and_curl_client_over_grpc() {
                 && has(s, "SERVER", service, "GET /chunked", 1)
                 && has(s, "CLIENT", "curl", "GET /users/{id}", 3)
                 && has(s, "CLIENT", "curl", "GET /fail", 1)
+                && has(s, "SERVER", service, "GET /reset", 1)
+                && has(s, "CLIENT", "curl", "GET /reset", 1)
         })
         .expect("spans arrive");
 
@@ -141,6 +145,16 @@ fn python_server_and_curl_client_over_grpc() {
     assert_eq!(client.attr_str("server.address"), Some("127.0.0.1"));
     assert_eq!(client.attr_i64("server.port"), Some(i64::from(port)));
     assert_ne!(client.resource_str("service.name"), secret.resource_str("service.name"), "one resource per process");
+
+    // The server closed without answering; the client saw a reset.
+    let reset_server = find(&spans, "SERVER", service, "GET /reset")[0];
+    assert_eq!(reset_server.status.code, "ERROR");
+    assert_eq!(reset_server.attr_str("error.type"), Some("connection_closed"));
+    assert_eq!(reset_server.attr("http.response.status_code"), None);
+    let reset_client = find(&spans, "CLIENT", "curl", "GET /reset")[0];
+    assert_eq!(reset_client.status.code, "ERROR");
+    assert_eq!(reset_client.attr_str("error.type"), Some("connection_reset"));
+    assert!(reset_client.start <= reset_client.end);
 
     let echo = find(&spans, "SERVER", service, "POST /echo")[0];
     assert_eq!(echo.attr_i64("http.request.body.size"), Some("chunked-body".len() as i64));

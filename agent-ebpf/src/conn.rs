@@ -1,11 +1,14 @@
 //! The kernel half of the connection table: (tgid, fd) -> connection id,
 //! and the open/close records that let user space keep its half in step.
 
-use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns};
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_smp_processor_id, bpf_ktime_get_ns};
 use kspan_common::{Call, ConnEvent, Counter, EventKind, Role};
 
 use crate::{
-    maps::{CONN_SEQ, CONNS, ConnState, EVENTS, KSPAN_SETTINGS, NOT_SOCKETS, PORT_FILTER, PID_FILTER, count, setting},
+    maps::{
+        CONN_SEQ, CONNS, ConnState, EVENTS, KSPAN_SETTINGS, NOT_SOCKETS, PID_FILTER, PORT_FILTER, SOCKS, SockOwner, count,
+        setting,
+    },
     task::{self, SocketInfo},
 };
 
@@ -64,8 +67,11 @@ pub fn learn_new(tgid: u32, tid: u32, fd: i32, role: Role, call: Call) {
 #[inline(always)]
 fn register(tgid: u32, tid: u32, fd: i32, sock: &SocketInfo, role: Role, call: Call) -> u64 {
     let conn_id = next_conn_id();
-    let state = ConnState { conn_id, role: role as u8, _pad: [0; 7] };
-    let _ = CONNS.insert(&fd_key(tgid, fd), &state, 0);
+    let key = fd_key(tgid, fd);
+    let state = ConnState { conn_id, sk: sock.sk, role: role as u8, _pad: [0; 7] };
+    let _ = CONNS.insert(&key, &state, 0);
+    let owner = SockOwner { fd_key: key, conn_id, role: role as u8, _pad: [0; 7] };
+    let _ = SOCKS.insert(&sock.sk, &owner, 0);
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         count(Counter::ControlDropped);
         return conn_id;
@@ -85,6 +91,7 @@ fn register(tgid: u32, tid: u32, fd: i32, sock: &SocketInfo, role: Role, call: C
         (*ev).ts_ns = bpf_ktime_get_ns();
         (*ev).inode = sock.inode;
         (*ev).netns = task::current_netns().unwrap_or(0);
+        (*ev).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         match task::endpoints(sock.sk, sock.family) {
             Ok(ep) => {
                 (*ev).local_port = ep.local_port;
@@ -114,6 +121,37 @@ pub fn forget(tgid: u32, tid: u32, fd: i32) {
         return;
     };
     let _ = CONNS.remove(&key);
+    let _ = SOCKS.remove(&state.sk);
+    emit_close(tgid, tid, fd, state.conn_id, state.role, Call::Close);
+}
+
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_CLOSE: i32 = 7;
+const TCP_CLOSE_WAIT: i32 = 8;
+
+/// `sock:inet_sock_set_state`: a known connection that drops straight to
+/// CLOSE was aborted (RST, or a refused connect). An orderly close goes
+/// through FIN states, and a close() by the owner was already seen.
+#[inline(always)]
+pub fn on_state_change(sk: u64, old: i32, new: i32) {
+    if new != TCP_CLOSE || !(old == TCP_ESTABLISHED || old == TCP_SYN_SENT || old == TCP_CLOSE_WAIT) {
+        return;
+    }
+    let Some(owner) = (unsafe { SOCKS.get(&sk) }).copied() else {
+        return;
+    };
+    let _ = SOCKS.remove(&sk);
+    // Only if the fd still names this connection (it may be reused).
+    if unsafe { CONNS.get(&owner.fd_key) }.is_some_and(|s| s.conn_id == owner.conn_id) {
+        let _ = CONNS.remove(&owner.fd_key);
+    }
+    let tgid = (owner.fd_key >> 32) as u32;
+    emit_close(tgid, 0, owner.fd_key as u32 as i32, owner.conn_id, owner.role, Call::Reset);
+}
+
+#[inline(always)]
+fn emit_close(tgid: u32, tid: u32, fd: i32, conn_id: u64, role: u8, call: Call) {
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         count(Counter::ControlDropped);
         return;
@@ -123,12 +161,12 @@ pub fn forget(tgid: u32, tid: u32, fd: i32) {
     unsafe {
         core::ptr::write_bytes(ev, 0, 1);
         (*ev).kind = EventKind::ConnClose as u8;
-        (*ev).role = state.role;
-        (*ev).call = Call::Close as u8;
+        (*ev).role = role;
+        (*ev).call = call as u8;
         (*ev).tgid = tgid;
         (*ev).tid = tid;
         (*ev).fd = fd;
-        (*ev).conn_id = state.conn_id;
+        (*ev).conn_id = conn_id;
         (*ev).ts_ns = bpf_ktime_get_ns();
     }
     entry.submit(0);

@@ -267,6 +267,21 @@ pub fn sys_enter_dup3(ctx: TracePointContext) -> u32 {
     0
 }
 
+fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
+    let layout = &KSPAN_SETTINGS.sock_state;
+    let sk: u64 = unsafe { ctx.read_at(setting(&layout.skaddr) as usize)? };
+    let old: i32 = unsafe { ctx.read_at(setting(&layout.oldstate) as usize)? };
+    let new: i32 = unsafe { ctx.read_at(setting(&layout.newstate) as usize)? };
+    conn::on_state_change(sk, old, new);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_sock_state(&ctx);
+    0
+}
+
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let _ = try_fork(&ctx);

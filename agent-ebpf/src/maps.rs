@@ -40,6 +40,7 @@ pub static KSPAN_SETTINGS: Settings = Settings {
         net_ns_inum: 0,
     },
     layout: kspan_common::SyscallLayout { args_offset: 0, ret_offset: 0 },
+    sock_state: kspan_common::SockStateLayout { skaddr: 0, oldstate: 0, newstate: 0, _pad: 0 },
 };
 
 /// The loader rewrites this .rodata value before load; a volatile read keeps
@@ -62,6 +63,11 @@ pub static PENDING: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(
 /// Sockets we know, by `tgid << 32 | fd`.
 #[map]
 pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Known connections by kernel `struct sock` address, so a state change
+/// (which fires outside the owning process) can name the connection.
+#[map]
+pub static SOCKS: LruHashMap<u64, SockOwner> = LruHashMap::with_max_entries(65536, 0);
 
 /// File descriptors known not to be TCP sockets, so file and pipe I/O pays
 /// for the fd-table walk once, not on every call.
@@ -116,6 +122,17 @@ pub struct PendingCall {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ConnState {
+    pub conn_id: u64,
+    pub sk: u64,
+    pub role: u8,
+    pub _pad: [u8; 7],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockOwner {
+    /// `tgid << 32 | fd`, the CONNS key.
+    pub fd_key: u64,
     pub conn_id: u64,
     pub role: u8,
     pub _pad: [u8; 7],

@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use kspan_common::Counter;
+use kspan_common::{Call, Counter};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -172,12 +172,13 @@ impl Agent {
             Event::ConnOpen(_) => {}
             Event::ConnClose(rec) => {
                 if let Some(conn) = self.conns.close(rec.conn_id) {
-                    self.finish_connection(&conn, rec.ts_ns, rec.tid);
+                    let reset = rec.call == Call::Reset;
+                    self.finish_connection(&conn, rec.ts_ns, rec.tid, reset);
                 }
             }
             Event::Proc(ProcRecord::Exit { tgid, ts_ns }) => {
                 for conn in self.conns.remove_process(tgid) {
-                    self.finish_connection(&conn, ts_ns, tgid);
+                    self.finish_connection(&conn, ts_ns, tgid, false);
                 }
                 self.registry.forget(tgid);
             }
@@ -194,8 +195,9 @@ impl Agent {
     }
 
     fn on_conn_open(&mut self, rec: &ConnRecord) {
+        self.registry.prime(rec.tgid, &rec.comm);
         if let Some(displaced) = self.conns.open(rec) {
-            self.finish_connection(&displaced, rec.ts_ns, rec.tid);
+            self.finish_connection(&displaced, rec.ts_ns, rec.tid, false);
         }
     }
 
@@ -211,8 +213,8 @@ impl Agent {
         self.on_protocol_events(&conn, events);
     }
 
-    fn finish_connection(&mut self, conn: &Connection, ts_ns: u64, tid: u32) {
-        let events = self.streams.on_close(conn, ts_ns, tid);
+    fn finish_connection(&mut self, conn: &Connection, ts_ns: u64, tid: u32, reset: bool) {
+        let events = self.streams.on_close(conn, ts_ns, tid, reset);
         self.on_protocol_events(conn, events);
     }
 

@@ -98,10 +98,10 @@ impl Streams {
     }
 
     /// The connection ended: requests still waiting come out as errors.
-    pub fn on_close(&mut self, conn: &Connection, ts_ns: u64, tid: u32) -> Vec<ProtocolEvent> {
+    pub fn on_close(&mut self, conn: &Connection, ts_ns: u64, tid: u32, reset: bool) -> Vec<ProtocolEvent> {
         match self.sessions.remove(&conn.id) {
             Some(Session::Http1 { mut parser, role }) => parser
-                .on_close(ts_ns, false)
+                .on_close(ts_ns, reset)
                 .into_iter()
                 .map(|event| ProtocolEvent { conn_id: conn.id, pid: conn.pid, tid, role, event })
                 .collect(),

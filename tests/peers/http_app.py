@@ -1,6 +1,8 @@
 """A plain-stdlib HTTP/1.1 app with no tracing code: keep-alive, chunked
 request and response bodies, a 500, HEAD. Usage: http_app.py PORT"""
 import json
+import socket
+import struct
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -36,6 +38,11 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path.startswith("/users/"):
             self.send_body(200, json.dumps({"id": path.rsplit("/", 1)[1]}).encode())
+        elif path == "/reset":
+            # Abort: SO_LINGER 0 makes close() send RST instead of FIN.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
         elif path == "/fail":
             self.send_body(500, b'{"error": "boom"}')
         elif path == "/chunked":

@@ -94,6 +94,9 @@ pub enum Call {
     /// Connection first seen on a data syscall: it existed before kspan or
     /// its accept/connect happened outside what we trace.
     FirstData = 15,
+    /// The kernel aborted the connection (RST received or sent, or a
+    /// refused connect), seen on `sock:inet_sock_set_state`.
+    Reset = 16,
 }
 
 impl Call {
@@ -169,6 +172,9 @@ pub struct ConnEvent {
     /// IPv4 addresses use the first four bytes.
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
+    /// The task's command name: identity of last resort for a process that
+    /// exits before user space reads its /proc entry.
+    pub comm: [u8; 16],
 }
 
 /// Process lifecycle: exec (identity may change), exit (drop state), fork
@@ -224,6 +230,16 @@ pub struct SyscallLayout {
     pub ret_offset: u32,
 }
 
+/// Field offsets of the `sock:inet_sock_set_state` record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SockStateLayout {
+    pub skaddr: u32,
+    pub oldstate: u32,
+    pub newstate: u32,
+    pub _pad: u32,
+}
+
 /// `Settings::filter_mode`: which processes the kernel programs look at.
 pub const FILTER_ALL: u32 = 0;
 /// Only processes in the `PID_FILTER` map (filled from --pid, --exe-path and
@@ -247,6 +263,7 @@ pub struct Settings {
     pub fork_child_offset: u32,
     pub offsets: KernelOffsets,
     pub layout: SyscallLayout,
+    pub sock_state: SockStateLayout,
 }
 
 /// Slots of the per-CPU `COUNTERS` array.

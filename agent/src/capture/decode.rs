@@ -53,6 +53,8 @@ pub struct ConnRecord {
     /// `None` when the kernel could not read the socket's addresses.
     pub local: Option<SocketAddr>,
     pub remote: Option<SocketAddr>,
+    /// Task command name (empty on close records).
+    pub comm: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,14 +160,18 @@ fn decode_conn(c: ConnEvent) -> Result<ConnRecord, DecodeError> {
         netns: c.netns,
         local: addr(c.local_addr, c.local_port),
         remote: addr(c.remote_addr, c.remote_port),
+        comm: {
+            let end = c.comm.iter().position(|b| *b == 0).unwrap_or(c.comm.len());
+            String::from_utf8_lossy(&c.comm[..end]).into_owned()
+        },
     })
 }
 
 fn call_from(v: u8) -> Result<Call, DecodeError> {
     use Call::*;
-    const ALL: [Call; 15] = [
+    const ALL: [Call; 16] = [
         Read, Write, Readv, Writev, Sendto, Recvfrom, Sendmsg, Recvmsg, Sendmmsg, Recvmmsg, Connect, Accept, Accept4,
-        Close, FirstData,
+        Close, FirstData, Reset,
     ];
     ALL.into_iter().find(|c| *c as u8 == v).ok_or(DecodeError::Field { field: "call", value: v })
 }
@@ -238,10 +244,12 @@ mod tests {
             remote_port: 8080,
             local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             remote_addr: [127, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
         };
         let Event::ConnOpen(r) = decode(&as_bytes(&c)).unwrap() else { panic!() };
         assert_eq!(r.remote, Some("127.0.0.2:8080".parse().unwrap()));
         assert_eq!(r.role, Role::Client);
+        assert_eq!(r.comm, "curl");
         c.family = 10;
         c.remote_addr = Ipv6Addr::LOCALHOST.octets();
         let Event::ConnOpen(r) = decode(&as_bytes(&c)).unwrap() else { panic!() };

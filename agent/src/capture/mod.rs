@@ -12,7 +12,9 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint},
 };
-use kspan_common::{COUNTER_SLOTS, FILTER_ALL, FILTER_ALLOW_LIST, MAX_CAPTURE, Settings, SyscallLayout};
+use kspan_common::{
+    COUNTER_SLOTS, FILTER_ALL, FILTER_ALLOW_LIST, MAX_CAPTURE, Settings, SockStateLayout, SyscallLayout,
+};
 
 /// The compiled kernel programs, embedded by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kspan"));
@@ -87,6 +89,7 @@ impl Capture {
             fork_child_offset: fork_child_offset(&tracefs)?,
             offsets: btf::kernel_offsets(&opts.btf_path)?,
             layout: syscall_layout(&tracefs)?,
+            sock_state: sock_state_layout(&tracefs)?,
         };
         let ebpf = EbpfLoader::new()
             .override_global("KSPAN_SETTINGS", &settings, true)
@@ -111,6 +114,7 @@ impl Capture {
         for name in SCHED {
             capture.attach("sched", name)?;
         }
+        capture.attach("sock", "inet_sock_set_state")?;
         Ok(capture)
     }
 
@@ -229,6 +233,17 @@ fn syscall_layout(tracefs: &Path) -> Result<SyscallLayout, CaptureError> {
         }
     }
     Ok(layout)
+}
+
+fn sock_state_layout(tracefs: &Path) -> Result<SockStateLayout, CaptureError> {
+    let tp = "inet_sock_set_state";
+    let fields = tracefs::read_format(tracefs, "sock", tp)?;
+    Ok(SockStateLayout {
+        skaddr: tracefs::field_offset(&fields, tp, "skaddr")?,
+        oldstate: tracefs::field_offset(&fields, tp, "oldstate")?,
+        newstate: tracefs::field_offset(&fields, tp, "newstate")?,
+        _pad: 0,
+    })
 }
 
 fn fork_child_offset(tracefs: &Path) -> Result<u32, CaptureError> {

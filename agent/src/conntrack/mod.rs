@@ -189,6 +189,7 @@ mod tests {
             netns: 1,
             local: Some("127.0.0.1:5000".parse().unwrap()),
             remote: Some(remote.parse().unwrap()),
+            comm: String::new(),
         }
     }
 
@@ -271,6 +272,7 @@ mod tests {
                 netns,
                 local: None,
                 remote: None,
+                comm: String::new(),
             };
             t.open(&r);
             let c = t.get(id).unwrap();

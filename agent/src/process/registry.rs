@@ -14,12 +14,30 @@ pub struct Registry {
     proc_root: PathBuf,
     host: HostInfo,
     cache: HashMap<u32, (Arc<Resource>, Option<String>)>,
+    /// Kernel-reported command names, waiting for `resource` to use them.
+    comms: HashMap<u32, String>,
     capacity: usize,
 }
 
 impl Registry {
     pub fn new(proc_root: PathBuf, capacity: usize) -> Self {
-        Self { proc_root, host: HostInfo::read(), cache: HashMap::new(), capacity: capacity.max(1) }
+        Self {
+            proc_root,
+            host: HostInfo::read(),
+            cache: HashMap::new(),
+            comms: HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Reads `pid`'s identity now, while it is alive (short-lived clients
+    /// are often gone by the time their span completes). `comm` names the
+    /// process if /proc already lost it.
+    pub fn prime(&mut self, pid: u32, comm: &str) {
+        if !self.cache.contains_key(&pid) && !comm.is_empty() {
+            self.comms.insert(pid, comm.to_owned());
+        }
+        self.resource(pid);
     }
 
     /// The resource for `pid`. A process that already exited still gets a
@@ -34,7 +52,7 @@ impl Registry {
                 if !err.is_gone() {
                     tracing::debug!(pid, %err, "cannot read process identity");
                 }
-                (Arc::new(unknown_process(pid, &self.host)), None)
+                (Arc::new(gone_process(pid, self.comms.get(&pid).map(String::as_str), &self.host)), None)
             }
         };
         if self.cache.len() >= self.capacity {
@@ -43,6 +61,7 @@ impl Registry {
                 self.cache.remove(&victim);
             }
         }
+        self.comms.remove(&pid);
         self.cache.insert(pid, (res.clone(), exe));
         res
     }
@@ -55,6 +74,7 @@ impl Registry {
 
     pub fn forget(&mut self, pid: u32) {
         self.cache.remove(&pid);
+        self.comms.remove(&pid);
     }
 
     pub fn len(&self) -> usize {
@@ -62,8 +82,13 @@ impl Registry {
     }
 }
 
-fn unknown_process(pid: u32, host: &HostInfo) -> Resource {
-    let service_name = format!("unknown_process:{pid}");
+/// A process whose /proc entry is gone: named by its kernel command name
+/// when we have it (the OTel SDKs' own fallback is `unknown_service:<exe>`).
+fn gone_process(pid: u32, comm: Option<&str>, host: &HostInfo) -> Resource {
+    let service_name = match comm {
+        Some(comm) => comm.to_owned(),
+        None => format!("unknown_service:{pid}"),
+    };
     let mut attributes = vec![
         ("service.name".to_owned(), AttrValue::Str(service_name.clone())),
         ("process.pid".to_owned(), AttrValue::Int(i64::from(pid))),
@@ -73,6 +98,9 @@ fn unknown_process(pid: u32, host: &HostInfo) -> Resource {
     ];
     if let Some(id) = &host.host_id {
         attributes.push(("host.id".to_owned(), AttrValue::Str(id.clone())));
+    }
+    if let Some(comm) = comm {
+        attributes.push(("process.executable.name".to_owned(), AttrValue::Str(comm.to_owned())));
     }
     Resource { key: u64::from(pid) | (1 << 63), service_name, attributes }
 }
@@ -89,7 +117,9 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &reg.resource(me)));
         assert!(reg.exe_path(me).is_some());
         let gone = reg.resource(u32::MAX - 1);
-        assert_eq!(gone.service_name, format!("unknown_process:{}", u32::MAX - 1));
+        assert_eq!(gone.service_name, format!("unknown_service:{}", u32::MAX - 1));
+        reg.prime(u32::MAX - 2, "curl");
+        assert_eq!(reg.resource(u32::MAX - 2).service_name, "curl", "kernel comm names a vanished process");
         reg.resource(1);
         assert!(reg.len() <= 2);
         reg.forget(me);

@@ -163,14 +163,22 @@ impl SpanBuilder {
 }
 
 /// Server spans run from the read that returned the request's first byte to
-/// the write of the response's last byte; client spans from the write of the
-/// request's first byte to the read of the response's last byte.
+/// the write that handed the response's last byte to the kernel; client
+/// spans from the write of the request's first byte to the read that
+/// returned the response's last byte.
+///
+/// The edges are picked by causality, so a server span always nests inside
+/// the client span that caused it: the server can read only after the client
+/// began writing, and the client can read the last byte only after the
+/// server began writing it (its write may return a little after the client
+/// already has the bytes, so the server end is the entry of that write).
 fn timing(kind: SpanKind, ex: &Exchange) -> (u64, u64) {
-    let start = match kind {
-        SpanKind::Server => ex.request_first.exit_ns,
-        SpanKind::Client => ex.request_first.enter_ns,
+    let (start, end) = match kind {
+        SpanKind::Server => (ex.request_first.exit_ns, ex.response_last.map(|t| t.enter_ns)),
+        SpanKind::Client => (ex.request_first.enter_ns, ex.response_last.map(|t| t.exit_ns)),
     };
-    let end = ex.response_last.map_or(ex.request_last.exit_ns, |t| t.exit_ns);
+    // No response: the span ends when the connection did.
+    let end = end.or(ex.closed_ns).unwrap_or(ex.request_last.exit_ns);
     (start, end)
 }
 
