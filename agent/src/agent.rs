@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use kspan_common::{Call, Counter};
+use kspan_common::{Call, Counter, Role};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
     metrics::Metrics,
     process::registry::Registry,
     protocol::http1::Http1Event,
-    span::{Clock, builder::SpanBuilder, route::RouteTemplater},
+    span::{Clock, builder::SpanBuilder, linker::Linker, route::RouteTemplater},
     stream::{ProtocolEvent, Streams},
 };
 
@@ -33,6 +33,7 @@ pub struct Agent {
     conns: ConnTable,
     streams: Streams,
     builder: SpanBuilder,
+    linker: Linker,
     registry: Registry,
     exporter: Exporter,
     metrics: Metrics,
@@ -72,6 +73,7 @@ impl Agent {
             conns: ConnTable::new(config.max_connections, Path::new(PROC_ROOT)),
             streams: Streams::new(config.max_connections),
             builder: SpanBuilder::new(Clock::now(), routes),
+            linker: Linker::new(),
             registry: Registry::new(PROC_ROOT.into(), 4096),
             exporter,
             metrics: Metrics::new(export_metrics),
@@ -180,6 +182,7 @@ impl Agent {
                 for conn in self.conns.remove_process(tgid) {
                     self.finish_connection(&conn, ts_ns, tgid, false);
                 }
+                self.linker.process_exited(tgid);
                 self.registry.forget(tgid);
             }
             Event::Proc(ProcRecord::Exec { tgid, .. }) => {
@@ -190,7 +193,7 @@ impl Agent {
                     }
                 }
             }
-            Event::Proc(ProcRecord::Fork { .. }) => {}
+            Event::Proc(ProcRecord::Fork { tgid, tid, child, .. }) => self.linker.thread_created(tgid, tid, child),
         }
     }
 
@@ -216,18 +219,29 @@ impl Agent {
     fn finish_connection(&mut self, conn: &Connection, ts_ns: u64, tid: u32, reset: bool) {
         let events = self.streams.on_close(conn, ts_ns, tid, reset);
         self.on_protocol_events(conn, events);
+        self.linker.connection_closed(conn.id);
     }
 
     fn on_protocol_events(&mut self, conn: &Connection, events: Vec<ProtocolEvent>) {
         for ev in events {
-            let Http1Event::Exchange(exchange) = &ev.event else { continue };
-            let resource = self.registry.resource(ev.pid);
-            match self.builder.http1(conn, ev.role, exchange, resource) {
-                Ok(span) => {
-                    self.metrics.spans.inc();
-                    self.exporter.submit(span);
+            match &ev.event {
+                Http1Event::RequestStarted { seq, head, first } => {
+                    // A server's request starts when its read returns; a
+                    // client's when its write begins (see span timing).
+                    let started = if ev.role == Role::Server { first.exit_ns } else { first.enter_ns };
+                    self.linker.request_started(conn, ev.role, *seq, head, started, ev.tid);
                 }
-                Err(_) => self.metrics.spans_sampled_out.inc(),
+                Http1Event::Exchange(exchange) => {
+                    let ctx = self.linker.finish(conn.id, exchange.seq, ev.pid);
+                    let resource = self.registry.resource(ev.pid);
+                    match self.builder.http1(conn, ev.role, exchange, resource, ctx) {
+                        Ok(span) => {
+                            self.metrics.spans.inc();
+                            self.exporter.submit(span);
+                        }
+                        Err(_) => self.metrics.spans_sampled_out.inc(),
+                    }
+                }
             }
         }
     }

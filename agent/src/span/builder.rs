@@ -9,10 +9,10 @@ use crate::{
     conntrack::Connection,
     protocol::http1::{Exchange, ExchangeError},
     span::{
-        Clock, IdGenerator,
+        Clock,
+        linker::TraceCtx,
         model::{Attr, Resource, Span, SpanKind, SpanStatus},
         route::RouteTemplater,
-        tracecontext::{TraceParent, valid_tracestate},
         url,
     },
 };
@@ -23,7 +23,6 @@ const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS",
 pub struct SpanBuilder {
     clock: Clock,
     routes: RouteTemplater,
-    ids: IdGenerator,
 }
 
 /// Why an exchange gave no span.
@@ -35,16 +34,21 @@ pub enum Skipped {
 
 impl SpanBuilder {
     pub fn new(clock: Clock, routes: RouteTemplater) -> Self {
-        Self { clock, routes, ids: IdGenerator::new() }
+        Self { clock, routes }
     }
 
+    /// `ctx` is the span's place in its trace, from the linker.
     pub fn http1(
-        &mut self,
+        &self,
         conn: &Connection,
         role: Role,
         ex: &Exchange,
         resource: Arc<Resource>,
+        ctx: TraceCtx,
     ) -> Result<Span, Skipped> {
+        if !ctx.sampled {
+            return Err(Skipped::SampledOut);
+        }
         let req = &ex.request;
         let kind = if role == Role::Server { SpanKind::Server } else { SpanKind::Client };
         let (path, query) = url::split_target(&req.target);
@@ -129,28 +133,12 @@ impl SpanBuilder {
         }
 
         let (start_mono, end_mono) = timing(kind, ex);
-        let incoming = req.traceparent.as_deref().and_then(TraceParent::parse);
-        let trace_state = req
-            .tracestate
-            .as_deref()
-            .filter(|s| incoming.is_some() && valid_tracestate(s))
-            .unwrap_or_default()
-            .to_owned();
-        let (trace_id, span_id, parent_span_id, parent_is_remote) = match (&incoming, kind) {
-            (Some(tp), _) if !tp.sampled() => return Err(Skipped::SampledOut),
-            // The caller's context: we are its child.
-            (Some(tp), SpanKind::Server) => (tp.trace_id, self.ids.span_id(), Some(tp.parent_id), true),
-            // The application propagates itself: the header's parent-id IS
-            // this client span, so the callee's server span links to it.
-            (Some(tp), SpanKind::Client) => (tp.trace_id, tp.parent_id, None, false),
-            (None, _) => (self.ids.trace_id(), self.ids.span_id(), None, false),
-        };
         Ok(Span {
-            trace_id,
-            span_id,
-            parent_span_id,
-            parent_is_remote,
-            trace_state,
+            trace_id: ctx.trace_id,
+            span_id: ctx.span_id,
+            parent_span_id: ctx.parent_span_id,
+            parent_is_remote: ctx.parent_is_remote,
+            trace_state: ctx.trace_state,
             kind,
             name: format!("{method} {route}"),
             start_unix_nanos: self.clock.to_unix_nanos(start_mono),

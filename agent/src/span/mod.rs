@@ -1,6 +1,7 @@
 //! From protocol exchanges to spans: ids, clock, attributes, trace context.
 
 pub mod builder;
+pub mod linker;
 pub mod model;
 pub mod route;
 pub mod tracecontext;
@@ -36,6 +37,12 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 /// Random trace and span ids (never all-zero, which W3C forbids).
 pub struct IdGenerator {
     rng: rand::rngs::SmallRng,
+}
+
+impl Default for IdGenerator {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl IdGenerator {

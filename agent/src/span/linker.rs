@@ -1,0 +1,378 @@
+//! The trace linker: decides each span's trace and parent, so a request that
+//! crosses threads and processes on this host becomes one trace even when
+//! nobody sends `traceparent`.
+//!
+//! Rules, in order of precedence:
+//! 1. A valid `traceparent` on an incoming request makes the SERVER span its
+//!    child. On an outgoing request (the application propagates itself) the
+//!    CLIENT span takes the header's trace id and uses its parent-id as its
+//!    own span id, so the callee links to it.
+//! 2. In-process: an outgoing request is the child of the incoming request
+//!    in flight on the same thread, but only if exactly one is in flight
+//!    there. A thread created while its creator served exactly one request
+//!    inherits that request. Event loops serving several requests at once
+//!    get no link: an unlinked span is better than a wrongly linked one.
+//! 3. Same host: when both ends of a connection are traced, the SERVER span
+//!    is the child of the CLIENT span with the same TCP tuple and the same
+//!    position in the connection's request order.
+//!
+//! Contexts are allocated when a request *starts*, before either span is
+//! complete, and trace ids live in union-find groups: a link discovered late
+//! (the callee's read was seen before the caller's write) re-roots every span
+//! already hanging off the callee.
+
+use std::{
+    cell::RefCell,
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    rc::Rc,
+};
+
+use kspan_common::Role;
+
+use super::{
+    IdGenerator,
+    model::{SpanId, TraceId},
+    tracecontext::{TraceParent, valid_tracestate},
+};
+use crate::{conntrack::Connection, protocol::http1::RequestHead};
+
+/// What the span builder needs to stamp a span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceCtx {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub parent_span_id: Option<SpanId>,
+    pub parent_is_remote: bool,
+    pub trace_state: String,
+    pub sampled: bool,
+}
+
+struct Group {
+    trace_id: TraceId,
+    trace_state: String,
+    sampled: bool,
+    merged_into: Option<GroupRef>,
+}
+type GroupRef = Rc<RefCell<Group>>;
+
+fn root(group: &GroupRef) -> GroupRef {
+    let mut g = group.clone();
+    loop {
+        let next = g.borrow().merged_into.clone();
+        match next {
+            Some(n) => g = n,
+            None => return g,
+        }
+    }
+}
+
+struct Node {
+    group: GroupRef,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    parent_is_remote: bool,
+    /// Set by a `traceparent` header: never re-parented.
+    pinned: bool,
+    /// Monotonic ns when the request started (first byte written or read).
+    started_ns: u64,
+    done: bool,
+}
+type NodeRef = Rc<RefCell<Node>>;
+
+/// (client endpoint, server endpoint, request order on the connection).
+type PeerKey = (SocketAddr, SocketAddr, u64);
+
+/// How long a request waits for its other end to show up.
+const PEER_WINDOW_NS: u64 = 30_000_000_000;
+const PEER_CAPACITY: usize = 65536;
+
+/// Waiting entries, evicted by age and bounded in number.
+#[derive(Default)]
+struct Waiting {
+    map: HashMap<PeerKey, NodeRef>,
+    order: VecDeque<(u64, PeerKey)>,
+}
+
+impl Waiting {
+    fn insert(&mut self, key: PeerKey, node: NodeRef, now_ns: u64) {
+        while let Some((t, k)) = self.order.front().copied() {
+            if self.order.len() < PEER_CAPACITY && now_ns.saturating_sub(t) < PEER_WINDOW_NS {
+                break;
+            }
+            self.order.pop_front();
+            self.map.remove(&k);
+        }
+        self.order.push_back((now_ns, key));
+        self.map.insert(key, node);
+    }
+
+    fn take(&mut self, key: &PeerKey) -> Option<NodeRef> {
+        self.map.remove(key)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinkStats {
+    pub linked_in_process: u64,
+    pub linked_same_host: u64,
+    pub ambiguous_threads: u64,
+}
+
+#[derive(Default)]
+pub struct Linker {
+    ids: IdGenerator,
+    /// Requests whose span is not built yet, by connection and sequence.
+    requests: HashMap<u64, HashMap<u64, NodeRef>>,
+    /// Incoming requests in flight, by (pid, tid) of the thread that read them.
+    inflight: HashMap<(u32, u32), Vec<NodeRef>>,
+    /// Threads created while their creator served exactly one request.
+    inherited: HashMap<(u32, u32), NodeRef>,
+    outbound: Waiting,
+    inbound: Waiting,
+    pub stats: LinkStats,
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+impl Linker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn new_group(&mut self) -> GroupRef {
+        Rc::new(RefCell::new(Group {
+            trace_id: self.ids.trace_id(),
+            trace_state: String::new(),
+            sampled: true,
+            merged_into: None,
+        }))
+    }
+
+    fn from_header(head: &RequestHead) -> Option<(TraceParent, String)> {
+        let tp = TraceParent::parse(head.traceparent.as_deref()?)?;
+        let state = head.tracestate.as_deref().filter(|s| valid_tracestate(s)).unwrap_or_default().to_owned();
+        Some((tp, state))
+    }
+
+    fn pinned_group(tp: &TraceParent, state: String) -> GroupRef {
+        Rc::new(RefCell::new(Group { trace_id: tp.trace_id, trace_state: state, sampled: tp.sampled(), merged_into: None }))
+    }
+
+    /// A request's head was parsed on `conn` (its first byte at
+    /// `started_ns`), by thread `tid` of `pid`.
+    pub fn request_started(
+        &mut self,
+        conn: &Connection,
+        role: Role,
+        seq: u64,
+        head: &RequestHead,
+        started_ns: u64,
+        tid: u32,
+    ) {
+        let node = match role {
+            Role::Server => self.server_started(conn, seq, head, started_ns, tid),
+            _ => self.client_started(conn, seq, head, started_ns, tid),
+        };
+        self.requests.entry(conn.id).or_default().insert(seq, node);
+    }
+
+    fn server_started(&mut self, conn: &Connection, seq: u64, head: &RequestHead, started_ns: u64, tid: u32) -> NodeRef {
+        let node = match Self::from_header(head) {
+            Some((tp, state)) => Node {
+                group: Self::pinned_group(&tp, state),
+                span_id: self.ids.span_id(),
+                parent: Some(tp.parent_id),
+                parent_is_remote: true,
+                pinned: true,
+                started_ns,
+                done: false,
+            },
+            None => Node {
+                group: self.new_group(),
+                span_id: self.ids.span_id(),
+                parent: None,
+                parent_is_remote: false,
+                pinned: false,
+                started_ns,
+                done: false,
+            },
+        };
+        let pinned = node.pinned;
+        let node = Rc::new(RefCell::new(node));
+        if let (false, Some(local), Some(remote)) = (pinned, conn.local, conn.remote) {
+            let key = (canonical(remote), canonical(local), seq);
+            match self.outbound.take(&key) {
+                Some(client) => self.adopt_peer(&node, &client),
+                None => self.inbound.insert(key, node.clone(), started_ns),
+            }
+        }
+        self.inflight.entry((conn.pid, tid)).or_default().push(node.clone());
+        node
+    }
+
+    fn client_started(&mut self, conn: &Connection, seq: u64, head: &RequestHead, started_ns: u64, tid: u32) -> NodeRef {
+        let parent = self.in_process_parent(conn.pid, tid);
+        let header = Self::from_header(head).filter(|(tp, _)| {
+            // A proxy forwarding the incoming header unchanged does not make
+            // the caller's span id ours: that would duplicate it.
+            parent.as_ref().is_none_or(|p| p.borrow().parent != Some(tp.parent_id))
+        });
+        let node = match (header, parent) {
+            (Some((tp, state)), parent) => Node {
+                group: Self::pinned_group(&tp, state),
+                span_id: tp.parent_id,
+                parent: parent.filter(|p| root(&p.borrow().group).borrow().trace_id == tp.trace_id).map(|p| p.borrow().span_id),
+                parent_is_remote: false,
+                pinned: true,
+                started_ns,
+                done: false,
+            },
+            (None, Some(parent)) => {
+                self.stats.linked_in_process += 1;
+                let p = parent.borrow();
+                Node {
+                    group: p.group.clone(),
+                    span_id: self.ids.span_id(),
+                    parent: Some(p.span_id),
+                    parent_is_remote: false,
+                    pinned: false,
+                    started_ns,
+                    done: false,
+                }
+            }
+            (None, None) => Node {
+                group: self.new_group(),
+                span_id: self.ids.span_id(),
+                parent: None,
+                parent_is_remote: false,
+                pinned: false,
+                started_ns,
+                done: false,
+            },
+        };
+        let node = Rc::new(RefCell::new(node));
+        if let (Some(local), Some(remote)) = (conn.local, conn.remote) {
+            let key = (canonical(local), canonical(remote), seq);
+            match self.inbound.take(&key) {
+                Some(server) => self.adopt_peer(&server, &node),
+                None => self.outbound.insert(key, node.clone(), started_ns),
+            }
+        }
+        node
+    }
+
+    /// The one incoming request the thread is serving, if exactly one.
+    fn in_process_parent(&mut self, pid: u32, tid: u32) -> Option<NodeRef> {
+        if let Some(list) = self.inflight.get(&(pid, tid)) {
+            match list.as_slice() {
+                [one] => return Some(one.clone()),
+                [] => {}
+                _ => {
+                    self.stats.ambiguous_threads += 1;
+                    return None;
+                }
+            }
+        }
+        self.inherited.get(&(pid, tid)).filter(|n| !n.borrow().done).cloned()
+    }
+
+    /// `server` is the callee side of `client`'s request on this host.
+    fn adopt_peer(&mut self, server: &NodeRef, client: &NodeRef) {
+        let (client_started, client_span, client_group) = {
+            let c = client.borrow();
+            (c.started_ns, c.span_id, c.group.clone())
+        };
+        let mut s = server.borrow_mut();
+        // The server cannot have read a request before the client began to
+        // write it: otherwise the pairing is wrong (e.g. misaligned order on
+        // a connection both sides joined mid-stream).
+        if s.pinned || s.started_ns < client_started {
+            return;
+        }
+        let (from, to) = (root(&s.group), root(&client_group));
+        if !Rc::ptr_eq(&from, &to) {
+            from.borrow_mut().merged_into = Some(to);
+        }
+        s.parent = Some(client_span);
+        self.stats.linked_same_host += 1;
+    }
+
+    /// Thread `child` was created by thread `tid` of `pid`.
+    pub fn thread_created(&mut self, pid: u32, tid: u32, child: u32) {
+        let serving = match self.inflight.get(&(pid, tid)).map(Vec::as_slice) {
+            Some([one]) => Some(one.clone()),
+            _ => None,
+        };
+        match serving {
+            Some(node) => {
+                self.inherited.insert((pid, child), node);
+            }
+            None => {
+                self.inherited.remove(&(pid, child));
+            }
+        }
+    }
+
+    /// The context for the span of request `seq` on `conn`; a fresh root
+    /// when the request's start was not seen.
+    pub fn finish(&mut self, conn_id: u64, seq: u64, pid: u32) -> TraceCtx {
+        let node = self.requests.get_mut(&conn_id).and_then(|m| m.remove(&seq));
+        let Some(node) = node else {
+            return TraceCtx {
+                trace_id: self.ids.trace_id(),
+                span_id: self.ids.span_id(),
+                parent_span_id: None,
+                parent_is_remote: false,
+                trace_state: String::new(),
+                sampled: true,
+            };
+        };
+        node.borrow_mut().done = true;
+        for list in self.inflight.iter_mut().filter(|((p, _), _)| *p == pid).map(|(_, l)| l) {
+            list.retain(|n| !Rc::ptr_eq(n, &node));
+        }
+        self.inflight.retain(|_, l| !l.is_empty());
+        self.inherited.retain(|_, n| !n.borrow().done);
+        let n = node.borrow();
+        let group = root(&n.group);
+        let g = group.borrow();
+        TraceCtx {
+            trace_id: g.trace_id,
+            span_id: n.span_id,
+            parent_span_id: n.parent,
+            parent_is_remote: n.parent_is_remote,
+            trace_state: g.trace_state.clone(),
+            sampled: g.sampled,
+        }
+    }
+
+    /// Requests of a finished connection that never produced an exchange.
+    pub fn connection_closed(&mut self, conn_id: u64) {
+        if let Some(left) = self.requests.remove(&conn_id) {
+            for node in left.values() {
+                node.borrow_mut().done = true;
+            }
+            for list in self.inflight.values_mut() {
+                list.retain(|n| !n.borrow().done);
+            }
+            self.inflight.retain(|_, l| !l.is_empty());
+        }
+    }
+
+    pub fn process_exited(&mut self, pid: u32) {
+        self.inflight.retain(|(p, _), _| *p != pid);
+        self.inherited.retain(|(p, _), _| *p != pid);
+    }
+
+    /// Requests and threads currently tracked (for self-metrics).
+    pub fn len(&self) -> usize {
+        self.requests.values().map(HashMap::len).sum::<usize>() + self.inflight.len() + self.inherited.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "linker_tests.rs"]
+mod tests;

@@ -1,0 +1,180 @@
+use super::*;
+
+const TP_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const TP_PARENT: &str = "00f067aa0ba902b7";
+
+fn conn(id: u64, pid: u32, local: &str, remote: &str, role: Role) -> Connection {
+    Connection {
+        id,
+        pid,
+        fd: id as i32,
+        role,
+        local: Some(local.parse().unwrap()),
+        remote: Some(remote.parse().unwrap()),
+        netns: 1,
+        mid_stream: false,
+        opened_ns: 0,
+    }
+}
+
+fn head(traceparent: Option<String>) -> RequestHead {
+    RequestHead { method: "GET".into(), target: "/".into(), traceparent, complete: true, ..Default::default() }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// curl -> A (server conn 1, client conn 2 on the same thread) -> B (conn 3).
+#[test]
+fn chain_on_one_host_is_one_trace() {
+    let mut l = Linker::new();
+    let curl = conn(10, 100, "127.0.0.1:40000", "127.0.0.1:8000", Role::Client);
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let a_out = conn(2, 200, "127.0.0.1:40001", "127.0.0.1:9000", Role::Client);
+    let b_in = conn(3, 300, "127.0.0.1:9000", "127.0.0.1:40001", Role::Server);
+    l.request_started(&curl, Role::Client, 0, &head(None), 10, 100);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 20, 201);
+    l.request_started(&a_out, Role::Client, 0, &head(None), 30, 201);
+    l.request_started(&b_in, Role::Server, 0, &head(None), 40, 301);
+    let b = l.finish(3, 0, 300);
+    let a_client = l.finish(2, 0, 200);
+    let a = l.finish(1, 0, 200);
+    let c = l.finish(10, 0, 100);
+    assert_eq!(c.parent_span_id, None);
+    assert_eq!(a.parent_span_id, Some(c.span_id));
+    assert_eq!(a_client.parent_span_id, Some(a.span_id));
+    assert_eq!(b.parent_span_id, Some(a_client.span_id));
+    for ctx in [&a, &a_client, &b] {
+        assert_eq!(ctx.trace_id, c.trace_id);
+    }
+    assert_eq!((l.stats.linked_same_host, l.stats.linked_in_process), (2, 1));
+}
+
+/// The callee's read is seen before the caller's write (ring-buffer race),
+/// and the callee already made its own call: everything re-roots.
+#[test]
+fn late_caller_reroots_the_callee_subtree() {
+    let mut l = Linker::new();
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let a_out = conn(2, 200, "127.0.0.1:40001", "127.0.0.1:9000", Role::Client);
+    let curl = conn(10, 100, "127.0.0.1:40000", "127.0.0.1:8000", Role::Client);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 20, 201);
+    l.request_started(&a_out, Role::Client, 0, &head(None), 30, 201);
+    l.request_started(&curl, Role::Client, 0, &head(None), 10, 100);
+    let a_client = l.finish(2, 0, 200);
+    let a = l.finish(1, 0, 200);
+    let c = l.finish(10, 0, 100);
+    assert_eq!(a.parent_span_id, Some(c.span_id));
+    assert_eq!(a.trace_id, c.trace_id);
+    assert_eq!(a_client.trace_id, c.trace_id, "child created before the link follows it");
+}
+
+#[test]
+fn event_loop_with_two_requests_in_flight_links_nothing() {
+    let mut l = Linker::new();
+    let in1 = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let in2 = conn(2, 200, "127.0.0.1:8000", "127.0.0.1:40002", Role::Server);
+    let out = conn(3, 200, "127.0.0.1:40003", "10.0.0.1:80", Role::Client);
+    l.request_started(&in1, Role::Server, 0, &head(None), 10, 200);
+    l.request_started(&in2, Role::Server, 0, &head(None), 11, 200);
+    l.request_started(&out, Role::Client, 0, &head(None), 12, 200);
+    let o = l.finish(3, 0, 200);
+    let (a, b) = (l.finish(1, 0, 200), l.finish(2, 0, 200));
+    assert_eq!(o.parent_span_id, None);
+    assert!(o.trace_id != a.trace_id && o.trace_id != b.trace_id);
+    assert_eq!(l.stats.ambiguous_threads, 1);
+    // Once one request is done, the loop serves one: the next call links.
+    l.request_started(&in1, Role::Server, 1, &head(None), 20, 200);
+    l.request_started(&out, Role::Client, 1, &head(None), 21, 200);
+    let o = l.finish(3, 1, 200);
+    let a = l.finish(1, 1, 200);
+    assert_eq!(o.parent_span_id, Some(a.span_id));
+}
+
+#[test]
+fn worker_thread_inherits_its_creators_request() {
+    let mut l = Linker::new();
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let a_out = conn(2, 200, "127.0.0.1:40001", "10.0.0.1:80", Role::Client);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
+    l.thread_created(200, 201, 205);
+    l.request_started(&a_out, Role::Client, 0, &head(None), 12, 205);
+    let out = l.finish(2, 0, 200);
+    let a = l.finish(1, 0, 200);
+    assert_eq!(out.parent_span_id, Some(a.span_id));
+    assert_eq!(out.trace_id, a.trace_id);
+    // The request is over: a later call on that thread is not its child.
+    l.request_started(&a_out, Role::Client, 1, &head(None), 30, 205);
+    assert_eq!(l.finish(2, 1, 200).parent_span_id, None);
+}
+
+#[test]
+fn traceparent_wins_over_same_host_linking() {
+    let mut l = Linker::new();
+    let caller = conn(10, 100, "127.0.0.1:40000", "127.0.0.1:8000", Role::Client);
+    let callee = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let tp = format!("00-{TP_TRACE}-{TP_PARENT}-01");
+    l.request_started(&caller, Role::Client, 0, &head(Some(tp.clone())), 10, 100);
+    l.request_started(&callee, Role::Server, 0, &head(Some(tp)), 20, 201);
+    let s = l.finish(1, 0, 200);
+    let c = l.finish(10, 0, 100);
+    assert_eq!(hex(&s.trace_id), TP_TRACE);
+    assert_eq!(s.parent_span_id.map(|p| hex(&p)).as_deref(), Some(TP_PARENT));
+    assert!(s.parent_is_remote);
+    assert_eq!(hex(&c.span_id), TP_PARENT, "the propagating client span is the header's parent");
+    assert_eq!(c.trace_id, s.trace_id);
+}
+
+#[test]
+fn sampled_out_trace_is_sampled_out_everywhere() {
+    let mut l = Linker::new();
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let a_out = conn(2, 200, "127.0.0.1:40001", "127.0.0.1:9000", Role::Client);
+    let b_in = conn(3, 300, "127.0.0.1:9000", "127.0.0.1:40001", Role::Server);
+    l.request_started(&a_in, Role::Server, 0, &head(Some(format!("00-{TP_TRACE}-{TP_PARENT}-00"))), 10, 201);
+    l.request_started(&a_out, Role::Client, 0, &head(None), 20, 201);
+    l.request_started(&b_in, Role::Server, 0, &head(None), 30, 301);
+    assert!(!l.finish(3, 0, 300).sampled, "same-host callee");
+    assert!(!l.finish(2, 0, 200).sampled, "in-process child");
+    assert!(!l.finish(1, 0, 200).sampled);
+}
+
+#[test]
+fn forwarded_header_does_not_duplicate_the_callers_span() {
+    let mut l = Linker::new();
+    let tp = format!("00-{TP_TRACE}-{TP_PARENT}-01");
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let a_out = conn(2, 200, "127.0.0.1:40001", "10.0.0.1:80", Role::Client);
+    l.request_started(&a_in, Role::Server, 0, &head(Some(tp.clone())), 10, 201);
+    l.request_started(&a_out, Role::Client, 0, &head(Some(tp)), 20, 201);
+    let out = l.finish(2, 0, 200);
+    let a = l.finish(1, 0, 200);
+    assert_ne!(hex(&out.span_id), TP_PARENT);
+    assert_eq!(out.parent_span_id, Some(a.span_id));
+    assert_eq!(out.trace_id, a.trace_id);
+}
+
+#[test]
+fn impossible_order_is_not_linked() {
+    let mut l = Linker::new();
+    let caller = conn(10, 100, "127.0.0.1:40000", "127.0.0.1:8000", Role::Client);
+    let callee = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    l.request_started(&callee, Role::Server, 0, &head(None), 5, 201);
+    l.request_started(&caller, Role::Client, 0, &head(None), 10, 100);
+    assert_eq!(l.finish(1, 0, 200).parent_span_id, None, "read before the write began");
+}
+
+#[test]
+fn unseen_start_gets_a_fresh_root_and_state_is_released() {
+    let mut l = Linker::new();
+    let ctx = l.finish(99, 0, 1);
+    assert_eq!(ctx.parent_span_id, None);
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
+    l.thread_created(200, 201, 202);
+    assert!(l.len() > 0);
+    l.connection_closed(1);
+    l.process_exited(200);
+    assert_eq!(l.len(), 0);
+}

@@ -1,0 +1,21 @@
+"""A Flask service with no tracing code that calls the next hop.
+Usage: chain_app.py PORT [DOWNSTREAM_BASE_URL]"""
+import sys
+
+import requests
+from flask import Flask
+
+app = Flask(__name__)
+DOWNSTREAM = sys.argv[2] if len(sys.argv) > 2 else None
+
+
+@app.route("/hop/<n>")
+def hop(n):
+    if DOWNSTREAM is None:
+        return f"leaf-{n}"
+    answer = requests.get(f"{DOWNSTREAM}/{n}", timeout=10)
+    return f"{n}>{answer.text}", answer.status_code
+
+
+if __name__ == "__main__":
+    app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
