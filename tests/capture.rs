@@ -242,7 +242,7 @@ fn stopping_releases_every_program_and_map() {
     }
     let kspan = Kspan::start(&["--pid", "1", "--print", "none"], &[]).expect("kspan starts");
     let (progs, maps) = bpf_objects_of(kspan.pid());
-    assert!(progs.len() >= 30, "kspan's programs are visible while it runs: {progs:?}");
+    assert!(progs.len() >= 20, "kspan's programs are visible while it runs: {progs:?}");
     assert!(!maps.is_empty());
     let exit = kspan.stop().unwrap();
     assert!(exit.clean(), "{}", exit.log());

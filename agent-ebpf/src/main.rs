@@ -9,8 +9,10 @@
 
 mod capture;
 mod conn;
+mod inject;
 mod maps;
 mod task;
+mod threadctx;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -87,6 +89,7 @@ fn try_exit_data(ctx: &TracePointContext) -> Result<(), i32> {
     let ret = ret(ctx)?;
     if ret > 0 {
         capture::emit(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() });
+        threadctx::on_data(&pending, pid_tgid, kspan_common::Call::from_u8(pending.call).and_then(|c| c.direction()) == Some(kspan_common::Direction::Egress));
     }
     Ok(())
 }
@@ -199,30 +202,33 @@ fn try_exec() -> Result<(), i32> {
 }
 
 macro_rules! data_syscall {
-    ($enter:ident, $exit:ident, $call:expr) => {
+    ($enter:ident, $call:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
             let _ = try_enter_data(&ctx, $call);
             0
         }
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            let _ = try_exit_data(&ctx);
-            0
-        }
     };
 }
 
-data_syscall!(sys_enter_read, sys_exit_read, Call::Read);
-data_syscall!(sys_enter_write, sys_exit_write, Call::Write);
-data_syscall!(sys_enter_readv, sys_exit_readv, Call::Readv);
-data_syscall!(sys_enter_writev, sys_exit_writev, Call::Writev);
-data_syscall!(sys_enter_sendto, sys_exit_sendto, Call::Sendto);
-data_syscall!(sys_enter_recvfrom, sys_exit_recvfrom, Call::Recvfrom);
-data_syscall!(sys_enter_sendmsg, sys_exit_sendmsg, Call::Sendmsg);
-data_syscall!(sys_enter_recvmsg, sys_exit_recvmsg, Call::Recvmsg);
-data_syscall!(sys_enter_sendmmsg, sys_exit_sendmmsg, Call::Sendmmsg);
-data_syscall!(sys_enter_recvmmsg, sys_exit_recvmmsg, Call::Recvmmsg);
+/// One program for every data syscall's exit: the parked call says which
+/// syscall it was. Loaded once, attached ten times, verified once.
+#[tracepoint]
+pub fn sys_exit_data(ctx: TracePointContext) -> u32 {
+    let _ = try_exit_data(&ctx);
+    0
+}
+
+data_syscall!(sys_enter_read, Call::Read);
+data_syscall!(sys_enter_write, Call::Write);
+data_syscall!(sys_enter_readv, Call::Readv);
+data_syscall!(sys_enter_writev, Call::Writev);
+data_syscall!(sys_enter_sendto, Call::Sendto);
+data_syscall!(sys_enter_recvfrom, Call::Recvfrom);
+data_syscall!(sys_enter_sendmsg, Call::Sendmsg);
+data_syscall!(sys_enter_recvmsg, Call::Recvmsg);
+data_syscall!(sys_enter_sendmmsg, Call::Sendmmsg);
+data_syscall!(sys_enter_recvmmsg, Call::Recvmmsg);
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {

@@ -17,6 +17,9 @@ pub static KSPAN_SETTINGS: Settings = Settings {
     netns: 0,
     port_filter: 0,
     fork_child_offset: 0,
+    propagate: 0,
+    _pad: 0,
+    propagate_netns_cookie: 0,
     offsets: kspan_common::KernelOffsets {
         task_files: 0,
         task_nsproxy: 0,
@@ -104,6 +107,21 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SL
 /// any cross-CPU atomics.
 #[map]
 pub static CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `--propagate headers`: the incoming request each thread is serving.
+#[map]
+pub static THREAD_CTX: LruHashMap<u64, ThreadCtx> = LruHashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ThreadCtx {
+    pub trace_id: [u8; 16],
+    pub conn_id: u64,
+    /// Another connection's request arrived before this one was answered
+    /// (an event loop): injected requests of this thread start new traces.
+    pub ambiguous: u8,
+    pub _pad: [u8; 7],
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -14,7 +14,7 @@ use crate::{
         Capture, CaptureOptions,
         decode::{self, ConnRecord, DataRecord, Event, ProcRecord},
     },
-    config::Config,
+    config::{Config, Propagate},
     conntrack::{ConnTable, Connection, procfs},
     events_log::EventsLog,
     export::{ExportConfig, ExportMetrics, Exporter},
@@ -62,6 +62,8 @@ impl Agent {
             ports: ports.as_ref().map(|p| p.iter_ports().collect()).unwrap_or_default(),
             netns,
             btf_path: config.btf.clone(),
+            propagate: config.propagate == Propagate::Headers,
+            propagate_netns: config.netns.clone(),
         };
         let mut capture = Capture::load(&opts).context("loading the kernel programs")?;
         let events = capture.take_events()?;
@@ -194,6 +196,8 @@ impl Agent {
                 }
             }
             Event::Proc(ProcRecord::Fork { tgid, tid, child, .. }) => self.linker.thread_created(tgid, tid, child),
+            Event::Injected(rec) => self.linker.injected(&rec),
+            Event::ThreadCtx { conn_id, trace_id, .. } => self.linker.thread_trace(conn_id, trace_id),
         }
     }
 

@@ -32,6 +32,17 @@ impl From<Print> for PrintMode {
     }
 }
 
+/// Cross-host context propagation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagate {
+    /// Link only what arrives with `traceparent` or meets on this host.
+    None,
+    /// Insert `traceparent` into outgoing plaintext HTTP/1.x requests that
+    /// have none (sk_msg), so the callee's kspan continues the trace.
+    Headers,
+}
+
 /// kspan: OpenTelemetry traces for every service on this host, from the
 /// kernel, with no code changes. OTLP export is configured with the standard
 /// OTEL_EXPORTER_OTLP_* variables; without an endpoint, spans are printed.
@@ -63,6 +74,10 @@ pub struct Cli {
     /// (`/var/run/netns/NAME`, `/proc/PID/ns/net`).
     #[arg(long, env = "KSPAN_NETNS")]
     pub netns: Option<PathBuf>,
+
+    /// Cross-host context propagation: `none` or `headers`.
+    #[arg(long, env = "KSPAN_PROPAGATE", value_enum)]
+    pub propagate: Option<Propagate>,
 
     /// Span printing on stdout.
     #[arg(long, env = "KSPAN_PRINT", value_enum)]
@@ -111,6 +126,7 @@ pub struct Config {
     pub exe_path: Option<ExeMatcher>,
     pub open_ports: Option<String>,
     pub netns: Option<PathBuf>,
+    pub propagate: Propagate,
     pub print: Print,
     pub routes: Vec<String>,
     pub capture_size: u32,
@@ -150,6 +166,7 @@ impl Cli {
             exe_path,
             open_ports: self.open_ports.or(file.open_ports),
             netns: self.netns.or(file.netns),
+            propagate: self.propagate.or(file.propagate).unwrap_or(Propagate::None),
             print: self.print.or(file.print).unwrap_or(Print::Auto),
             routes: pick_vec(self.route, file.route),
             capture_size: self.capture_size.or(file.capture_size).unwrap_or(kspan_common::DEFAULT_CAPTURE),

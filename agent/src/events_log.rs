@@ -57,6 +57,14 @@ impl EventsLog {
             Event::Proc(ProcRecord::Fork { tgid, tid, child, ts_ns }) => {
                 json!({"type": "fork", "pid": tgid, "tid": tid, "child": child, "ts_ns": ts_ns})
             }
+            Event::Injected(i) => json!({
+                "type": "injected", "pid": i.tgid, "tid": i.tid,
+                "local": i.local.map(|a| a.to_string()), "remote": i.remote.map(|a| a.to_string()),
+                "trace_id": hex(&i.trace_id), "span_id": hex(&i.span_id),
+            }),
+            Event::ThreadCtx { tgid, tid, conn_id, trace_id } => {
+                json!({"type": "thread_ctx", "pid": tgid, "tid": tid, "conn_id": conn_id, "trace_id": hex(trace_id)})
+            }
         };
         // Flushed per line: the file is read while kspan runs.
         let result = writeln!(self.out, "{line}").and_then(|()| self.out.flush());

@@ -43,6 +43,8 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             self.close_connection = True
+        elif path == "/headers":
+            self.send_body(200, json.dumps(dict(self.headers.items())).encode())
         elif path == "/fail":
             self.send_body(500, b'{"error": "boom"}')
         elif path == "/chunked":
@@ -59,6 +61,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.read_body()
+        if self.path.startswith("/headers"):
+            # Body checksum and headers, so tests can prove bytes arrived intact.
+            import hashlib
+            answer = dict(self.headers.items())
+            answer["x-body-sha256"] = hashlib.sha256(body).hexdigest()
+            answer["x-body-len"] = str(len(body))
+            self.send_body(200, json.dumps(answer).encode())
+            return
         self.send_body(201, body, "application/octet-stream")
 
 

@@ -27,6 +27,10 @@ pub enum EventKind {
     ProcExec = 4,
     ProcExit = 5,
     ProcFork = 6,
+    /// sk_msg inserted a `traceparent` (see `InjectEvent`).
+    Injected = 7,
+    /// A thread began serving an incoming request (see `ThreadCtxEvent`).
+    ThreadCtx = 8,
 }
 
 impl EventKind {
@@ -38,6 +42,8 @@ impl EventKind {
             4 => Self::ProcExec,
             5 => Self::ProcExit,
             6 => Self::ProcFork,
+            7 => Self::Injected,
+            8 => Self::ThreadCtx,
             _ => return None,
         })
     }
@@ -100,6 +106,22 @@ pub enum Call {
 }
 
 impl Call {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        use Call::*;
+        const ALL: [Call; 16] = [
+            Read, Write, Readv, Writev, Sendto, Recvfrom, Sendmsg, Recvmsg, Sendmmsg, Recvmmsg, Connect, Accept,
+            Accept4, Close, FirstData, Reset,
+        ];
+        let mut i = 0;
+        while i < ALL.len() {
+            if ALL[i] as u8 == v {
+                return Some(ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+
     pub fn direction(self) -> Option<Direction> {
         match self {
             Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg | Self::Sendmmsg => {
@@ -191,6 +213,41 @@ pub struct ProcEvent {
     pub ts_ns: u64,
 }
 
+/// `--propagate headers`: the ids injected into one outgoing request, so
+/// the CLIENT span uses exactly them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InjectEvent {
+    pub kind: u8,
+    /// AF_INET or AF_INET6.
+    pub family: u8,
+    /// Host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u16,
+    pub tgid: u32,
+    pub tid: u32,
+    pub _pad2: u32,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+/// The trace id the kernel chose for the request a thread began serving;
+/// injected requests the thread makes carry it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadCtxEvent {
+    pub kind: u8,
+    pub _pad: [u8; 3],
+    pub tgid: u32,
+    pub tid: u32,
+    pub _pad2: u32,
+    pub conn_id: u64,
+    pub trace_id: [u8; 16],
+}
+
 /// Offsets of kernel struct fields, read by user space from BTF because
 /// Rust eBPF has no CO-RE relocations. All in bytes.
 #[repr(C)]
@@ -261,6 +318,12 @@ pub struct Settings {
     pub port_filter: u32,
     /// Offset of `child_pid` in the `sched_process_fork` tracepoint record.
     pub fork_child_offset: u32,
+    /// Non-zero: `--propagate headers` is on (thread contexts are kept).
+    pub propagate: u32,
+    pub _pad: u32,
+    /// Non-zero: inject only on sockets of the network namespace with this
+    /// cookie (`--netns`).
+    pub propagate_netns_cookie: u64,
     pub offsets: KernelOffsets,
     pub layout: SyscallLayout,
     pub sock_state: SockStateLayout,
@@ -278,9 +341,13 @@ pub enum Counter {
     SocketCalls = 2,
     /// Reads of kernel or user memory that failed.
     ReadErrors = 3,
+    /// `traceparent` headers inserted.
+    Injected = 4,
+    /// Requests left alone because injection could not be proven safe.
+    InjectSkipped = 5,
 }
 
-pub const COUNTER_SLOTS: u32 = 4;
+pub const COUNTER_SLOTS: u32 = 6;
 
 #[cfg(feature = "user")]
 mod pod {

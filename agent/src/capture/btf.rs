@@ -26,8 +26,11 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Resolves the offsets the kernel programs need from a BTF file.
 pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
-    let btf = Btf::from_file(path)
-        .map_err(|source| BtfError::Unreadable { path: path.display().to_string(), source })?;
+    // One read, then parse from memory: btf-rs on the sysfs file issues a
+    // seek and a read per type (100k+ syscalls, tens of seconds).
+    let unreadable = |source| BtfError::Unreadable { path: path.display().to_string(), source };
+    let bytes = std::fs::read(path).map_err(|e| unreadable(btf_rs::Error::IO(e)))?;
+    let btf = Btf::from_bytes(&bytes).map_err(unreadable)?;
     let f = |strukt: &str, field: &str| field_offset(&btf, strukt, field);
     Ok(KernelOffsets {
         task_files: f("task_struct", "files")?,

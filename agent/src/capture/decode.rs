@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use kspan_common::{
-    Call, ConnEvent, DATA_EVENT_SIZE, DataEvent, Direction, EventKind, FLAG_TRUNCATED, ProcEvent, Role, Source,
+    Call, ConnEvent, DATA_EVENT_SIZE, DataEvent, Direction, EventKind, FLAG_TRUNCATED, InjectEvent, ProcEvent, Role,
+    Source, ThreadCtxEvent,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,12 +65,26 @@ pub enum ProcRecord {
     Fork { tgid: u32, tid: u32, child: u32, ts_ns: u64 },
 }
 
+/// `traceparent` ids injected into one outgoing request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectRecord {
+    pub tgid: u32,
+    pub tid: u32,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
 #[derive(Debug, Clone)]
 pub enum Event {
     Data(DataRecord),
     ConnOpen(ConnRecord),
     ConnClose(ConnRecord),
     Proc(ProcRecord),
+    Injected(InjectRecord),
+    /// The kernel's trace id for the request a thread began serving.
+    ThreadCtx { tgid: u32, tid: u32, conn_id: u64, trace_id: [u8; 16] },
 }
 
 fn read_struct<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
@@ -88,6 +103,21 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Data => decode_data(bytes).map(Event::Data),
         EventKind::ConnOpen => decode_conn(read_struct(bytes, kind)?).map(Event::ConnOpen),
         EventKind::ConnClose => decode_conn(read_struct(bytes, kind)?).map(Event::ConnClose),
+        EventKind::Injected => {
+            let i: InjectEvent = read_struct(bytes, kind)?;
+            Ok(Event::Injected(InjectRecord {
+                tgid: i.tgid,
+                tid: i.tid,
+                local: socket_addr(i.family, i.local_addr, i.local_port),
+                remote: socket_addr(i.family, i.remote_addr, i.remote_port),
+                trace_id: i.trace_id,
+                span_id: i.span_id,
+            }))
+        }
+        EventKind::ThreadCtx => {
+            let t: ThreadCtxEvent = read_struct(bytes, kind)?;
+            Ok(Event::ThreadCtx { tgid: t.tgid, tid: t.tid, conn_id: t.conn_id, trace_id: t.trace_id })
+        }
         EventKind::ProcExec | EventKind::ProcExit | EventKind::ProcFork => {
             let p: ProcEvent = read_struct(bytes, kind)?;
             Ok(Event::Proc(match kind {
@@ -140,14 +170,7 @@ fn decode_conn(c: ConnEvent) -> Result<ConnRecord, DecodeError> {
         2 => Role::Server,
         v => return Err(DecodeError::Field { field: "role", value: v }),
     };
-    let addr = |bytes: [u8; 16], port: u16| -> Option<SocketAddr> {
-        let ip = match c.family {
-            2 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
-            10 => IpAddr::V6(Ipv6Addr::from(bytes)),
-            _ => return None,
-        };
-        Some(SocketAddr::new(ip, port))
-    };
+    let addr = |bytes: [u8; 16], port: u16| socket_addr(c.family, bytes, port);
     Ok(ConnRecord {
         tgid: c.tgid,
         tid: c.tid,
@@ -167,13 +190,17 @@ fn decode_conn(c: ConnEvent) -> Result<ConnRecord, DecodeError> {
     })
 }
 
+fn socket_addr(family: u8, bytes: [u8; 16], port: u16) -> Option<SocketAddr> {
+    let ip = match family {
+        2 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        10 => IpAddr::V6(Ipv6Addr::from(bytes)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 fn call_from(v: u8) -> Result<Call, DecodeError> {
-    use Call::*;
-    const ALL: [Call; 16] = [
-        Read, Write, Readv, Writev, Sendto, Recvfrom, Sendmsg, Recvmsg, Sendmmsg, Recvmmsg, Connect, Accept, Accept4,
-        Close, FirstData, Reset,
-    ];
-    ALL.into_iter().find(|c| *c as u8 == v).ok_or(DecodeError::Field { field: "call", value: v })
+    Call::from_u8(v).ok_or(DecodeError::Field { field: "call", value: v })
 }
 
 #[cfg(test)]

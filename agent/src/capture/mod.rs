@@ -3,13 +3,14 @@
 
 pub mod btf;
 pub mod decode;
+pub mod propagate;
 pub mod tracefs;
 
 use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, SockHash},
     programs::{ProgramError, TracePoint},
 };
 use kspan_common::{
@@ -19,11 +20,11 @@ use kspan_common::{
 /// The compiled kernel programs, embedded by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kspan"));
 
-/// Syscall tracepoints, as (enter program, exit program) pairs.
-const SYSCALLS: &[&str] = &[
-    "read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg",
-    "connect",
-];
+/// Data syscalls: an enter program each, one shared exit program.
+const DATA_SYSCALLS: &[&str] =
+    &["read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg"];
+/// Syscall tracepoints with an enter and an exit program of their own.
+const SYSCALLS: &[&str] = &["connect"];
 /// Enter-only syscall tracepoints.
 const ENTER_ONLY: &[&str] = &["close", "dup2", "dup3"];
 /// Exit-only syscall tracepoints.
@@ -48,6 +49,10 @@ pub enum CaptureError {
     MissingMap(&'static str),
     #[error("--capture-size {0} is out of range 1..={MAX_CAPTURE}")]
     CaptureSize(u32),
+    #[error("no cgroup2 mount in /proc/self/mounts: --propagate headers needs one")]
+    NoCgroup2,
+    #[error("{0}: {1}")]
+    Netns(String, #[source] std::io::Error),
 }
 
 /// How the kernel programs are set up. Filters the kernel applies itself, so
@@ -66,10 +71,16 @@ pub struct CaptureOptions {
     pub netns: Option<u32>,
     /// Kernel BTF to read struct offsets from.
     pub btf_path: PathBuf,
+    /// Insert `traceparent` into outgoing HTTP/1.x requests.
+    pub propagate: bool,
+    /// With `propagate`: only sockets of this network namespace.
+    pub propagate_netns: Option<PathBuf>,
 }
 
 pub struct Capture {
     ebpf: Ebpf,
+    /// Kept alive while the injection programs are attached to it.
+    _sock_hash: Option<SockHash<MapData, u64>>,
 }
 
 impl Capture {
@@ -80,6 +91,10 @@ impl Capture {
         raise_memlock_limit();
         let tracefs = tracefs::ensure_tracefs()?;
         tracefs::ensure_bpffs()?;
+        let propagate_netns_cookie = match (&opts.propagate_netns, opts.propagate) {
+            (Some(path), true) => propagate::netns_cookie(path)?,
+            _ => 0,
+        };
         let settings = Settings {
             capture_size: opts.capture_size,
             filter_mode: if opts.allow_list { FILTER_ALLOW_LIST } else { FILTER_ALL },
@@ -87,20 +102,32 @@ impl Capture {
             netns: opts.netns.unwrap_or(0),
             port_filter: u32::from(!opts.ports.is_empty()),
             fork_child_offset: fork_child_offset(&tracefs)?,
+            propagate: u32::from(opts.propagate),
+            _pad: 0,
+            propagate_netns_cookie,
             offsets: btf::kernel_offsets(&opts.btf_path)?,
             layout: syscall_layout(&tracefs)?,
             sock_state: sock_state_layout(&tracefs)?,
         };
         let ebpf = EbpfLoader::new()
+            // Errors and statistics only: a full instruction trace makes the
+            // verifier many times slower, overflows the log buffer and
+            // makes aya verify the program again with a bigger one.
+            .verifier_log_level(aya::VerifierLogLevel::STATS)
             .override_global("KSPAN_SETTINGS", &settings, true)
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .map_max_entries("SCRATCH", possible_cpus())
             .load(EBPF_OBJECT)
             .map_err(CaptureError::Load)?;
-        let mut capture = Self { ebpf };
+        let mut capture = Self { ebpf, _sock_hash: None };
         for port in &opts.ports {
             capture.port_filter()?.insert(port, 1, 0).map_err(|source| CaptureError::Map { map: "PORT_FILTER", source })?;
         }
+        for name in DATA_SYSCALLS {
+            capture.attach("syscalls", &format!("sys_enter_{name}"))?;
+        }
+        let exits: Vec<String> = DATA_SYSCALLS.iter().map(|n| format!("sys_exit_{n}")).collect();
+        capture.attach_many("sys_exit_data", "syscalls", &exits)?;
         for name in SYSCALLS {
             capture.attach("syscalls", &format!("sys_enter_{name}"))?;
             capture.attach("syscalls", &format!("sys_exit_{name}"))?;
@@ -115,10 +142,18 @@ impl Capture {
             capture.attach("sched", name)?;
         }
         capture.attach("sock", "inet_sock_set_state")?;
+        if opts.propagate {
+            capture._sock_hash = Some(propagate::attach(&mut capture.ebpf)?);
+        }
         Ok(capture)
     }
 
     fn attach(&mut self, category: &str, name: &str) -> Result<(), CaptureError> {
+        self.attach_many(name, category, &[name.to_owned()])
+    }
+
+    /// Loads program `name` once and attaches it to each tracepoint.
+    fn attach_many(&mut self, name: &str, category: &str, tracepoints: &[String]) -> Result<(), CaptureError> {
         let program = name.to_owned();
         let tp: &mut TracePoint = self
             .ebpf
@@ -132,7 +167,10 @@ impl Capture {
             }
             source => CaptureError::Program { program: program.clone(), source },
         })?;
-        tp.attach(category, name).map_err(|source| CaptureError::Program { program, source })?;
+        for tracepoint in tracepoints {
+            tp.attach(category, tracepoint)
+                .map_err(|source| CaptureError::Program { program: format!("{program} on {tracepoint}"), source })?;
+        }
         Ok(())
     }
 
@@ -200,7 +238,7 @@ fn raise_memlock_limit() {
 /// checked against each format file so an unusual kernel fails loudly.
 fn syscall_layout(tracefs: &Path) -> Result<SyscallLayout, CaptureError> {
     let mut layout: Option<SyscallLayout> = None;
-    for name in SYSCALLS.iter().chain(ENTER_ONLY) {
+    for name in DATA_SYSCALLS.iter().chain(SYSCALLS).chain(ENTER_ONLY) {
         let enter = format!("sys_enter_{name}");
         let args_offset = tracefs::syscall_args_offset(&tracefs::read_format(tracefs, "syscalls", &enter)?, &enter)?;
         let ret_offset = if ENTER_ONLY.contains(name) {

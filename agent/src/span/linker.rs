@@ -16,6 +16,10 @@
 //!    is the child of the CLIENT span with the same TCP tuple and the same
 //!    position in the connection's request order.
 //!
+//! 4. With `--propagate headers` the kernel injects `traceparent` itself: the
+//!    CLIENT span takes the injected ids, and a SERVER span takes the trace
+//!    id the kernel chose for its thread, so both hosts agree.
+//!
 //! Contexts are allocated when a request *starts*, before either span is
 //! complete, and trace ids live in union-find groups: a link discovered late
 //! (the callee's read was seen before the caller's write) re-roots every span
@@ -52,6 +56,10 @@ struct Group {
     trace_id: TraceId,
     trace_state: String,
     sampled: bool,
+    /// The trace id came from outside (a header): never changed.
+    pinned: bool,
+    /// A span of this trace went out: its trace id can no longer change.
+    exported: bool,
     merged_into: Option<GroupRef>,
 }
 type GroupRef = Rc<RefCell<Group>>;
@@ -130,7 +138,37 @@ pub struct Linker {
     inherited: HashMap<(u32, u32), NodeRef>,
     outbound: Waiting,
     inbound: Waiting,
+    /// Ids the kernel injected, by (pid, local, remote), oldest first.
+    injected: HashMap<(u32, SocketAddr, SocketAddr), VecDeque<(TraceId, SpanId)>>,
+    /// Trace ids the kernel gave incoming requests, by connection.
+    thread_traces: HashMap<u64, VecDeque<TraceId>>,
     pub stats: LinkStats,
+}
+
+/// Per-key backlog of kernel hints kept while their requests are parsed.
+const HINT_BACKLOG: usize = 64;
+/// Keys of kernel hints kept at most.
+const HINT_KEYS: usize = 16384;
+
+fn push_hint<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, VecDeque<V>>, key: K, value: V) {
+    if map.len() >= HINT_KEYS && !map.contains_key(&key) {
+        // Bounded: hints whose request never came are the first to go.
+        map.clear();
+    }
+    let queue = map.entry(key).or_default();
+    if queue.len() >= HINT_BACKLOG {
+        queue.pop_front();
+    }
+    queue.push_back(value);
+}
+
+fn pop_hint<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, VecDeque<V>>, key: &K) -> Option<V> {
+    let queue = map.get_mut(key)?;
+    let value = queue.pop_front();
+    if queue.is_empty() {
+        map.remove(key);
+    }
+    value
 }
 
 fn canonical(a: SocketAddr) -> SocketAddr {
@@ -147,6 +185,8 @@ impl Linker {
             trace_id: self.ids.trace_id(),
             trace_state: String::new(),
             sampled: true,
+            pinned: false,
+            exported: false,
             merged_into: None,
         }))
     }
@@ -158,7 +198,14 @@ impl Linker {
     }
 
     fn pinned_group(tp: &TraceParent, state: String) -> GroupRef {
-        Rc::new(RefCell::new(Group { trace_id: tp.trace_id, trace_state: state, sampled: tp.sampled(), merged_into: None }))
+        Rc::new(RefCell::new(Group {
+            trace_id: tp.trace_id,
+            trace_state: state,
+            sampled: tp.sampled(),
+            pinned: true,
+            exported: false,
+            merged_into: None,
+        }))
     }
 
     /// A request's head was parsed on `conn` (its first byte at
@@ -190,15 +237,21 @@ impl Linker {
                 started_ns,
                 done: false,
             },
-            None => Node {
-                group: self.new_group(),
-                span_id: self.ids.span_id(),
-                parent: None,
-                parent_is_remote: false,
-                pinned: false,
-                started_ns,
-                done: false,
-            },
+            None => {
+                let group = self.new_group();
+                if let Some(trace_id) = pop_hint(&mut self.thread_traces, &conn.id) {
+                    group.borrow_mut().trace_id = trace_id;
+                }
+                Node {
+                    group,
+                    span_id: self.ids.span_id(),
+                    parent: None,
+                    parent_is_remote: false,
+                    pinned: false,
+                    started_ns,
+                    done: false,
+                }
+            }
         };
         let pinned = node.pinned;
         let node = Rc::new(RefCell::new(node));
@@ -255,6 +308,10 @@ impl Linker {
         };
         let node = Rc::new(RefCell::new(node));
         if let (Some(local), Some(remote)) = (conn.local, conn.remote) {
+            let hint_key = (conn.pid, canonical(local), canonical(remote));
+            if let Some((trace_id, span_id)) = pop_hint(&mut self.injected, &hint_key) {
+                self.take_injected(&node, trace_id, span_id);
+            }
             let key = (canonical(local), canonical(remote), seq);
             match self.inbound.take(&key) {
                 Some(server) => self.adopt_peer(&server, &node),
@@ -262,6 +319,47 @@ impl Linker {
             }
         }
         node
+    }
+
+    /// The request went out with kernel-chosen ids: the span must use them,
+    /// and its trace must be the injected one so both hosts agree.
+    fn take_injected(&mut self, node: &NodeRef, trace_id: TraceId, span_id: SpanId) {
+        let mut n = node.borrow_mut();
+        n.span_id = span_id;
+        let group = root(&n.group);
+        let mut g = group.borrow_mut();
+        if g.trace_id == trace_id {
+            return;
+        }
+        if !g.pinned && !g.exported {
+            g.trace_id = trace_id;
+            return;
+        }
+        // Too late to move the local trace: the remote side follows the
+        // injected one, so this span does too and loses its local parent.
+        drop(g);
+        n.group = Rc::new(RefCell::new(Group {
+            trace_id,
+            trace_state: String::new(),
+            sampled: true,
+            pinned: true,
+            exported: false,
+            merged_into: None,
+        }));
+        n.parent = None;
+    }
+
+    /// sk_msg injected `traceparent` with these ids into a request of `rec`'s
+    /// connection; its RequestStarted follows.
+    pub fn injected(&mut self, rec: &crate::capture::decode::InjectRecord) {
+        if let (Some(local), Some(remote)) = (rec.local, rec.remote) {
+            push_hint(&mut self.injected, (rec.tgid, canonical(local), canonical(remote)), (rec.trace_id, rec.span_id));
+        }
+    }
+
+    /// The kernel gave the next request read on `conn_id` this trace id.
+    pub fn thread_trace(&mut self, conn_id: u64, trace_id: TraceId) {
+        push_hint(&mut self.thread_traces, conn_id, trace_id);
     }
 
     /// The one incoming request the thread is serving, if exactly one.
@@ -338,6 +436,7 @@ impl Linker {
         self.inherited.retain(|_, n| !n.borrow().done);
         let n = node.borrow();
         let group = root(&n.group);
+        group.borrow_mut().exported = true;
         let g = group.borrow();
         TraceCtx {
             trace_id: g.trace_id,
@@ -351,6 +450,7 @@ impl Linker {
 
     /// Requests of a finished connection that never produced an exchange.
     pub fn connection_closed(&mut self, conn_id: u64) {
+        self.thread_traces.remove(&conn_id);
         if let Some(left) = self.requests.remove(&conn_id) {
             for node in left.values() {
                 node.borrow_mut().done = true;

@@ -178,3 +178,52 @@ fn unseen_start_gets_a_fresh_root_and_state_is_released() {
     l.process_exited(200);
     assert_eq!(l.len(), 0);
 }
+
+/// `--propagate headers`: the kernel chose the server's trace id and the
+/// injected client ids; the spans follow them exactly.
+#[test]
+fn kernel_injected_ids_are_used() {
+    let mut l = Linker::new();
+    let a_in = conn(1, 200, "10.0.0.1:8000", "10.0.0.9:40000", Role::Server);
+    let a_out = conn(2, 200, "10.0.0.1:40001", "10.0.0.2:9000", Role::Client);
+    let kernel_trace = [7u8; 16];
+    l.thread_trace(1, kernel_trace);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
+    l.injected(&crate::capture::decode::InjectRecord {
+        tgid: 200,
+        tid: 201,
+        local: a_out.local,
+        remote: a_out.remote,
+        trace_id: kernel_trace,
+        span_id: [9; 8],
+    });
+    l.request_started(&a_out, Role::Client, 0, &head(None), 20, 201);
+    let out = l.finish(2, 0, 200);
+    let a = l.finish(1, 0, 200);
+    assert_eq!(a.trace_id, kernel_trace);
+    assert_eq!(out.span_id, [9; 8]);
+    assert_eq!((out.trace_id, out.parent_span_id), (kernel_trace, Some(a.span_id)));
+}
+
+/// The kernel did not know the thread's request (e.g. handed to a worker):
+/// the still-unexported local trace moves to the injected trace id.
+#[test]
+fn injected_trace_id_wins_while_nothing_was_exported() {
+    let mut l = Linker::new();
+    let a_in = conn(1, 200, "10.0.0.1:8000", "10.0.0.9:40000", Role::Server);
+    let a_out = conn(2, 200, "10.0.0.1:40001", "10.0.0.2:9000", Role::Client);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
+    l.injected(&crate::capture::decode::InjectRecord {
+        tgid: 200,
+        tid: 201,
+        local: a_out.local,
+        remote: a_out.remote,
+        trace_id: [3; 16],
+        span_id: [4; 8],
+    });
+    l.request_started(&a_out, Role::Client, 0, &head(None), 20, 201);
+    let out = l.finish(2, 0, 200);
+    let a = l.finish(1, 0, 200);
+    assert_eq!((out.trace_id, a.trace_id), ([3; 16], [3; 16]));
+    assert_eq!(out.parent_span_id, Some(a.span_id));
+}
