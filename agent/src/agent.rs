@@ -21,7 +21,7 @@ use crate::{
     metrics::Metrics,
     process::registry::Registry,
     protocol::http1::Http1Event,
-    span::{Clock, builder::SpanBuilder, linker::Linker, route::RouteTemplater},
+    span::{Clock, builder::SpanBuilder, linker::Linker, route::RouteTemplater, sampler::Sampler},
     stream::{ProtocolEvent, Streams},
 };
 
@@ -75,7 +75,7 @@ impl Agent {
             conns: ConnTable::new(config.max_connections, Path::new(PROC_ROOT)),
             streams: Streams::new(config.max_connections),
             builder: SpanBuilder::new(Clock::now(), routes),
-            linker: Linker::new(),
+            linker: Linker::with_sampler(Sampler::from_env().context("invalid trace sampler")?),
             registry: Registry::new(PROC_ROOT.into(), 4096),
             exporter,
             metrics: Metrics::new(export_metrics),

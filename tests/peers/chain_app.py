@@ -1,5 +1,5 @@
 """A Flask service with no tracing code that calls the next hop.
-Usage: chain_app.py PORT [DOWNSTREAM_BASE_URL]"""
+Usage: [BIND=addr] chain_app.py PORT [DOWNSTREAM_BASE_URL]"""
 import sys
 
 import requests
@@ -18,4 +18,5 @@ def hop(n):
 
 
 if __name__ == "__main__":
-    app.run(host="127.0.0.1", port=int(sys.argv[1]), threaded=True)
+    import os
+    app.run(host=os.environ.get("BIND", "127.0.0.1"), port=int(sys.argv[1]), threaded=True)

@@ -1,5 +1,5 @@
 """A plain-stdlib HTTP/1.1 app with no tracing code: keep-alive, chunked
-request and response bodies, a 500, HEAD. Usage: http_app.py PORT"""
+request and response bodies, a 500, HEAD. Usage: [BIND=addr] http_app.py PORT"""
 import json
 import socket
 import struct
@@ -73,4 +73,5 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+    import os
+    ThreadingHTTPServer((os.environ.get("BIND", "127.0.0.1"), int(sys.argv[1])), Handler).serve_forever()

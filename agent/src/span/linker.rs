@@ -142,6 +142,7 @@ pub struct Linker {
     injected: HashMap<(u32, SocketAddr, SocketAddr), VecDeque<(TraceId, SpanId)>>,
     /// Trace ids the kernel gave incoming requests, by connection.
     thread_traces: HashMap<u64, VecDeque<TraceId>>,
+    sampler: super::sampler::Sampler,
     pub stats: LinkStats,
 }
 
@@ -178,6 +179,10 @@ fn canonical(a: SocketAddr) -> SocketAddr {
 impl Linker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_sampler(sampler: super::sampler::Sampler) -> Self {
+        Self { sampler, ..Self::default() }
     }
 
     fn new_group(&mut self) -> GroupRef {
@@ -419,13 +424,14 @@ impl Linker {
     pub fn finish(&mut self, conn_id: u64, seq: u64, pid: u32) -> TraceCtx {
         let node = self.requests.get_mut(&conn_id).and_then(|m| m.remove(&seq));
         let Some(node) = node else {
+            let trace_id = self.ids.trace_id();
             return TraceCtx {
-                trace_id: self.ids.trace_id(),
+                trace_id,
                 span_id: self.ids.span_id(),
                 parent_span_id: None,
                 parent_is_remote: false,
                 trace_state: String::new(),
-                sampled: true,
+                sampled: self.sampler.keeps(&trace_id),
             };
         };
         node.borrow_mut().done = true;
@@ -438,13 +444,16 @@ impl Linker {
         let group = root(&n.group);
         group.borrow_mut().exported = true;
         let g = group.borrow();
+        // A caller's decision stands; kspan's own traces by trace id, so
+        // the whole trace shares one decision wherever it is made.
+        let sampled = if g.pinned { g.sampled } else { self.sampler.keeps(&g.trace_id) };
         TraceCtx {
             trace_id: g.trace_id,
             span_id: n.span_id,
             parent_span_id: n.parent,
             parent_is_remote: n.parent_is_remote,
             trace_state: g.trace_state.clone(),
-            sampled: g.sampled,
+            sampled,
         }
     }
 

@@ -227,3 +227,22 @@ fn injected_trace_id_wins_while_nothing_was_exported() {
     assert_eq!((out.trace_id, a.trace_id), ([3; 16], [3; 16]));
     assert_eq!(out.parent_span_id, Some(a.span_id));
 }
+
+#[test]
+fn ratio_sampling_keeps_or_drops_whole_traces() {
+    let sampler = crate::span::sampler::Sampler::from_values(Some("traceidratio"), Some("0.5")).unwrap();
+    let mut l = Linker::with_sampler(sampler);
+    let (mut kept, mut dropped) = (0, 0);
+    for i in 0..200u64 {
+        let a_in = conn(1000 + i, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+        let a_out = conn(5000 + i, 200, "127.0.0.1:40001", "127.0.0.1:9000", Role::Client);
+        let b_in = conn(9000 + i, 300, "127.0.0.1:9000", "127.0.0.1:40001", Role::Server);
+        l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
+        l.request_started(&a_out, Role::Client, 0, &head(None), 20, 201);
+        l.request_started(&b_in, Role::Server, 0, &head(None), 30, 301);
+        let decisions = [l.finish(9000 + i, 0, 300).sampled, l.finish(5000 + i, 0, 200).sampled, l.finish(1000 + i, 0, 200).sampled];
+        assert!(decisions.iter().all(|d| *d == decisions[0]), "one decision per trace: {decisions:?}");
+        if decisions[0] { kept += 1 } else { dropped += 1 }
+    }
+    assert!(kept > 50 && dropped > 50, "kept {kept}, dropped {dropped}");
+}

@@ -4,6 +4,7 @@ pub mod builder;
 pub mod linker;
 pub mod model;
 pub mod route;
+pub mod sampler;
 pub mod tracecontext;
 pub mod url;
 
