@@ -2,8 +2,8 @@
 
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_probe_read_user, generated};
 use kspan_common::{
-    Call, Counter, DATA_EVENT_SIZE, Direction, EventKind, FLAG_TRUNCATED, MAX_CAPTURE, MAX_IOVECS,
-    MAX_MMSG, Source,
+    Call, Counter, DATA_EVENT_SIZE, Direction, EventKind, FLAG_TRUNCATED, MAX_CAPTURE, MAX_IOVECS, MAX_MMSG,
+    MAX_MMSG_IOVECS, Source,
 };
 
 use crate::maps::{DataScratch, EVENTS, KSPAN_SETTINGS, PendingCall, SCRATCH, count, setting};
@@ -38,10 +38,10 @@ fn copy_user(scratch: *mut DataScratch, off: u32, src: u64, len: u32) -> bool {
 /// Walks an iovec array, copying up to `cap` bytes of the `total` the
 /// syscall moved. Returns bytes captured.
 #[inline(always)]
-fn copy_iovecs(scratch: *mut DataScratch, iov: u64, iovcnt: u64, total: u64, cap: u32) -> u32 {
+fn copy_iovecs<const MAX: u64>(scratch: *mut DataScratch, iov: u64, iovcnt: u64, total: u64, cap: u32) -> u32 {
     let mut captured: u32 = 0;
     let mut left = total;
-    for i in 0..MAX_IOVECS as u64 {
+    for i in 0..MAX {
         if i >= iovcnt || left == 0 || captured >= cap {
             break;
         }
@@ -94,13 +94,13 @@ pub fn emit(pending: &PendingCall, tgid: u32, tid: u32, ret: u64, exit_ns: u64) 
                 count(Counter::ReadErrors);
                 return;
             };
-            let captured = copy_iovecs(scratch, iov, iovlen, len as u64, cap);
+            let captured = copy_iovecs::<{ MAX_MMSG_IOVECS as u64 }>(scratch, iov, iovlen, len as u64, cap);
             submit(scratch, pending, tgid, tid, len as u64, captured, exit_ns);
         }
         return;
     }
     let captured = if call == Call::Readv as u8 || call == Call::Writev as u8 {
-        copy_iovecs(scratch, pending.ptr, pending.count, ret, cap)
+        copy_iovecs::<{ MAX_IOVECS as u64 }>(scratch, pending.ptr, pending.count, ret, cap)
     } else if call == Call::Sendmsg as u8 || call == Call::Recvmsg as u8 {
         let (Ok(iov), Ok(iovlen)) = (unsafe {
             (
@@ -111,7 +111,7 @@ pub fn emit(pending: &PendingCall, tgid: u32, tid: u32, ret: u64, exit_ns: u64) 
             count(Counter::ReadErrors);
             return;
         };
-        copy_iovecs(scratch, iov, iovlen, ret, cap)
+        copy_iovecs::<{ MAX_IOVECS as u64 }>(scratch, iov, iovlen, ret, cap)
     } else {
         let take = if ret < cap as u64 { ret as u32 } else { cap };
         if copy_user(scratch, 0, pending.ptr, take) { take } else { 0 }

@@ -86,6 +86,10 @@ fn try_exit_data(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     };
     let _ = PENDING.remove(&pid_tgid);
+    // A call parked by another syscall whose exit we missed is stale.
+    if Call::from_u8(pending.call).and_then(Call::direction).is_none() {
+        return Ok(());
+    }
     let ret = ret(ctx)?;
     if ret > 0 {
         capture::emit(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() });
@@ -119,6 +123,9 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     };
     let _ = PENDING.remove(&pid_tgid);
+    if pending.call != Call::Connect as u8 {
+        return Ok(());
+    }
     let ret = ret(ctx)?;
     if ret != 0 && ret != -EINPROGRESS {
         return Ok(());

@@ -8,29 +8,46 @@ use kspan_common::{Direction, Role};
 use crate::{
     capture::decode::DataRecord,
     conntrack::Connection,
-    protocol::http1::{self, Chunk, Http1Event, Http1Session},
+    protocol::{
+        http1::{self, Chunk, Http1Event, Http1Session},
+        http2::{self, Http2Event, Http2Session},
+    },
 };
+
+/// A parser's output.
+#[derive(Debug)]
+pub enum AppEvent {
+    Http1(Http1Event),
+    Http2(Http2Event),
+}
 
 /// A parser's output, tagged with where it happened.
 #[derive(Debug)]
 pub struct ProtocolEvent {
-    pub conn_id: u64,
     pub pid: u32,
     /// Thread that did the I/O (for in-process linking).
     pub tid: u32,
-    /// Role the connection turned out to have (detection may fix an
+    /// Role the connection turned out to have (detection may settle an
     /// unknown one).
     pub role: Role,
-    pub event: Http1Event,
+    pub event: AppEvent,
 }
 
-/// How many chunks a mid-stream connection may show before we give up
-/// recognising it: the first bytes we see may be the middle of a body.
+/// How many chunks a connection may show before we give up recognising it:
+/// a server may speak first (an HTTP/2 server's SETTINGS precede the
+/// client's preface in its own syscall order), and on a connection met
+/// mid-stream the first bytes may be the middle of a body.
+const PATIENCE: u8 = 4;
 const MID_STREAM_PATIENCE: u8 = 8;
+
+enum Parser {
+    Http1(Box<Http1Session>),
+    Http2(Box<Http2Session>),
+}
 
 enum Session {
     Detecting { seen: u8 },
-    Http1 { parser: Box<Http1Session>, role: Role },
+    Parsing { parser: Parser, role: Role },
     /// Not a protocol we parse: its bytes are dropped without a look.
     Ignored,
 }
@@ -38,8 +55,9 @@ enum Session {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StreamStats {
     pub sessions_http1: u64,
+    pub sessions_http2: u64,
     pub sessions_ignored: u64,
-    pub sessions_evicted: u64,
+    pub sessions_over_capacity: u64,
     pub bytes_parsed: u64,
 }
 
@@ -62,67 +80,88 @@ impl Streams {
 
     pub fn on_data(&mut self, conn: &Connection, rec: &DataRecord) -> Vec<ProtocolEvent> {
         if !self.sessions.contains_key(&conn.id) && self.sessions.len() >= self.capacity {
-            self.stats.sessions_evicted += 1;
+            self.stats.sessions_over_capacity += 1;
             return Vec::new();
         }
         let session = self.sessions.entry(conn.id).or_insert(Session::Detecting { seen: 0 });
         if let Session::Detecting { seen } = session {
             match detect(conn, rec) {
-                Some(role) => {
-                    self.stats.sessions_http1 += 1;
-                    *session = Session::Http1 { parser: Box::new(Http1Session::new()), role };
+                Some((parser, role)) => {
+                    match parser {
+                        Parser::Http1(_) => self.stats.sessions_http1 += 1,
+                        Parser::Http2(_) => self.stats.sessions_http2 += 1,
+                    }
+                    *session = Session::Parsing { parser, role };
                 }
-                None if !conn.mid_stream || *seen >= MID_STREAM_PATIENCE => {
+                None if *seen >= if conn.mid_stream { MID_STREAM_PATIENCE } else { PATIENCE } => {
                     self.stats.sessions_ignored += 1;
                     *session = Session::Ignored;
                 }
                 None => *seen += 1,
             }
         }
-        let Session::Http1 { parser, role } = session else {
+        let Session::Parsing { parser, role } = session else {
             return Vec::new();
         };
         let role = *role;
         self.stats.bytes_parsed += rec.payload.len() as u64;
         let chunk = Chunk { data: &rec.payload, size: rec.size, enter_ns: rec.enter_ns, exit_ns: rec.exit_ns };
-        let carries_requests = (role == Role::Client) == (rec.direction == Direction::Egress);
-        let events =
-            if carries_requests { parser.on_request_bytes(&chunk) } else { parser.on_response_bytes(&chunk) };
-        if parser.is_broken() {
+        // Client-to-server bytes: what a client writes or a server reads.
+        let from_client = (role == Role::Client) == (rec.direction == Direction::Egress);
+        let (events, broken): (Vec<AppEvent>, bool) = match parser {
+            Parser::Http1(p) => {
+                let ev = if from_client { p.on_request_bytes(&chunk) } else { p.on_response_bytes(&chunk) };
+                (ev.into_iter().map(AppEvent::Http1).collect(), p.is_broken())
+            }
+            Parser::Http2(p) => {
+                let ev = if from_client { p.on_client_bytes(&chunk) } else { p.on_server_bytes(&chunk) };
+                (ev.into_iter().map(AppEvent::Http2).collect(), p.is_broken())
+            }
+        };
+        if broken {
             *session = Session::Ignored;
         }
-        events
-            .into_iter()
-            .map(|event| ProtocolEvent { conn_id: conn.id, pid: conn.pid, tid: rec.tid, role, event })
-            .collect()
+        events.into_iter().map(|event| ProtocolEvent { pid: conn.pid, tid: rec.tid, role, event }).collect()
     }
 
     /// The connection ended: requests still waiting come out as errors.
     pub fn on_close(&mut self, conn: &Connection, ts_ns: u64, tid: u32, reset: bool) -> Vec<ProtocolEvent> {
-        match self.sessions.remove(&conn.id) {
-            Some(Session::Http1 { mut parser, role }) => parser
-                .on_close(ts_ns, reset)
-                .into_iter()
-                .map(|event| ProtocolEvent { conn_id: conn.id, pid: conn.pid, tid, role, event })
-                .collect(),
-            _ => Vec::new(),
-        }
+        let Some(Session::Parsing { parser, role }) = self.sessions.remove(&conn.id) else {
+            return Vec::new();
+        };
+        let events: Vec<AppEvent> = match parser {
+            Parser::Http1(mut p) => p.on_close(ts_ns, reset).into_iter().map(AppEvent::Http1).collect(),
+            Parser::Http2(mut p) => p.on_close(ts_ns, reset).into_iter().map(AppEvent::Http2).collect(),
+        };
+        events.into_iter().map(|event| ProtocolEvent { pid: conn.pid, tid, role, event }).collect()
     }
 }
 
-/// Recognises HTTP/1 from a connection's bytes and settles its role: the
-/// side that sends a request line is the client, whatever the kernel saw.
-fn detect(conn: &Connection, rec: &DataRecord) -> Option<Role> {
+/// Recognises the protocol from a connection's bytes and settles its role:
+/// the side that sends a request line or the HTTP/2 preface is the client,
+/// whatever the kernel saw.
+fn detect(conn: &Connection, rec: &DataRecord) -> Option<(Parser, Role)> {
     let data = &rec.payload[..];
-    let sender_role = if rec.direction == Direction::Egress { Role::Client } else { Role::Server };
-    let receiver_role = if rec.direction == Direction::Egress { Role::Server } else { Role::Client };
-    if http1::looks_like_request(data) {
-        return Some(sender_role);
+    let sender = if rec.direction == Direction::Egress { Role::Client } else { Role::Server };
+    let receiver = if rec.direction == Direction::Egress { Role::Server } else { Role::Client };
+    if http2::looks_like_preface(data) {
+        return Some((Parser::Http2(Box::new(Http2Session::new(false))), sender));
     }
-    if http1::looks_like_response(data) && conn.mid_stream {
+    if http1::looks_like_request(data) {
+        return Some((Parser::Http1(Box::new(Http1Session::new())), sender));
+    }
+    if !conn.mid_stream {
+        return None;
+    }
+    if http1::looks_like_response(data) {
         // Joined between request and response: parse from here on; the
         // parser drops responses that have no request.
-        return Some(receiver_role);
+        return Some((Parser::Http1(Box::new(Http1Session::new())), receiver));
+    }
+    // A connection that predates kspan, already past its preface: frames
+    // only tell HTTP/2 apart when procfs settled which side is which.
+    if conn.role != Role::Unknown && http2::looks_like_frames(data) {
+        return Some((Parser::Http2(Box::new(Http2Session::new(true))), conn.role));
     }
     None
 }

@@ -12,8 +12,12 @@ pub const MAX_CAPTURE: usize = 16 * 1024;
 /// Payload bytes captured per syscall unless `--capture-size` says otherwise.
 pub const DEFAULT_CAPTURE: u32 = 4096;
 /// iovecs copied per `readv`/`writev`/`sendmsg`/`recvmsg`; the rest of a
-/// larger vector is counted in `size` but flagged as truncated.
-pub const MAX_IOVECS: u32 = 16;
+/// larger vector is counted in `size` but flagged as truncated. gRPC's
+/// C-core sends one slice per frame part, often dozens per call.
+pub const MAX_IOVECS: u32 = 64;
+/// iovecs copied per message of `sendmmsg`/`recvmmsg` (datagram-style
+/// calls, rare on TCP: kept small so the verifier's work stays bounded).
+pub const MAX_MMSG_IOVECS: u32 = 4;
 /// Messages captured per `sendmmsg`/`recvmmsg` call.
 pub const MAX_MMSG: u32 = 4;
 

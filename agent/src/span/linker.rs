@@ -39,7 +39,14 @@ use super::{
     model::{SpanId, TraceId},
     tracecontext::{TraceParent, valid_tracestate},
 };
-use crate::{conntrack::Connection, protocol::http1::RequestHead};
+use crate::conntrack::Connection;
+
+/// The W3C headers a request carried, whatever its protocol.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Propagation<'a> {
+    pub traceparent: Option<&'a str>,
+    pub tracestate: Option<&'a str>,
+}
 
 /// What the span builder needs to stamp a span.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,9 +203,9 @@ impl Linker {
         }))
     }
 
-    fn from_header(head: &RequestHead) -> Option<(TraceParent, String)> {
-        let tp = TraceParent::parse(head.traceparent.as_deref()?)?;
-        let state = head.tracestate.as_deref().filter(|s| valid_tracestate(s)).unwrap_or_default().to_owned();
+    fn from_header(head: &Propagation) -> Option<(TraceParent, String)> {
+        let tp = TraceParent::parse(head.traceparent?)?;
+        let state = head.tracestate.filter(|s| valid_tracestate(s)).unwrap_or_default().to_owned();
         Some((tp, state))
     }
 
@@ -220,7 +227,7 @@ impl Linker {
         conn: &Connection,
         role: Role,
         seq: u64,
-        head: &RequestHead,
+        head: &Propagation,
         started_ns: u64,
         tid: u32,
     ) {
@@ -231,7 +238,7 @@ impl Linker {
         self.requests.entry(conn.id).or_default().insert(seq, node);
     }
 
-    fn server_started(&mut self, conn: &Connection, seq: u64, head: &RequestHead, started_ns: u64, tid: u32) -> NodeRef {
+    fn server_started(&mut self, conn: &Connection, seq: u64, head: &Propagation, started_ns: u64, tid: u32) -> NodeRef {
         let node = match Self::from_header(head) {
             Some((tp, state)) => Node {
                 group: Self::pinned_group(&tp, state),
@@ -271,7 +278,7 @@ impl Linker {
         node
     }
 
-    fn client_started(&mut self, conn: &Connection, seq: u64, head: &RequestHead, started_ns: u64, tid: u32) -> NodeRef {
+    fn client_started(&mut self, conn: &Connection, seq: u64, head: &Propagation, started_ns: u64, tid: u32) -> NodeRef {
         let parent = self.in_process_parent(conn.pid, tid);
         let header = Self::from_header(head).filter(|(tp, _)| {
             // A proxy forwarding the incoming header unchanged does not make

@@ -17,8 +17,8 @@ fn conn(id: u64, pid: u32, local: &str, remote: &str, role: Role) -> Connection 
     }
 }
 
-fn head(traceparent: Option<String>) -> RequestHead {
-    RequestHead { method: "GET".into(), target: "/".into(), traceparent, complete: true, ..Default::default() }
+fn head(traceparent: Option<String>) -> Propagation<'static> {
+    Propagation { traceparent: traceparent.map(|t| &*Box::leak(t.into_boxed_str())), tracestate: None }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -1,0 +1,55 @@
+//! Entry points shared by the cargo-fuzz targets (`agent/fuzz`) and the
+//! regression test that replays every crash ever found
+//! (`tests/fuzz_regressions/`). Each drives a parser the way the agent does:
+//! arbitrary bytes, arbitrary syscall boundaries, gaps, both directions.
+
+use super::{
+    http1::{Chunk, Http1Session},
+    http2::Http2Session,
+};
+
+/// Cuts `data` into chunks whose sizes, directions and gaps come from the
+/// input itself, so the fuzzer explores boundaries as well as content.
+fn chunks(data: &[u8]) -> impl Iterator<Item = (bool, Chunk<'_>)> {
+    let mut rest = data;
+    let mut ts = 0u64;
+    std::iter::from_fn(move || {
+        let (&control, tail) = rest.split_first()?;
+        let len = (usize::from(control & 0x3f) * 7 + 1).min(tail.len());
+        let (piece, tail) = tail.split_at(len);
+        rest = tail;
+        ts += 10;
+        let from_client = control & 0x80 == 0;
+        // One chunk in 16 claims more bytes than were captured (a gap).
+        let size = if control & 0x40 != 0 && len % 4 == 0 { len as u64 + u64::from(control) * 31 } else { len as u64 };
+        Some((from_client, Chunk { data: piece, size, enter_ns: ts, exit_ns: ts + 5 }))
+    })
+}
+
+pub fn http1(data: &[u8]) {
+    let mut session = Http1Session::new();
+    for (from_client, chunk) in chunks(data) {
+        if from_client {
+            session.on_request_bytes(&chunk);
+        } else {
+            session.on_response_bytes(&chunk);
+        }
+    }
+    session.on_close(u64::MAX, data.first().is_some_and(|b| b & 1 == 1));
+}
+
+pub fn http2(data: &[u8]) {
+    let mut session = Http2Session::new(data.first().is_some_and(|b| b & 2 == 2));
+    for (from_client, chunk) in chunks(data) {
+        if from_client {
+            session.on_client_bytes(&chunk);
+        } else {
+            session.on_server_bytes(&chunk);
+        }
+    }
+    session.on_close(u64::MAX, false);
+}
+
+pub fn decode(data: &[u8]) {
+    let _ = crate::capture::decode::decode(data);
+}
