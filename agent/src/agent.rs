@@ -20,9 +20,18 @@ use crate::{
     export::{ExportConfig, ExportMetrics, Exporter},
     metrics::Metrics,
     process::registry::Registry,
-    protocol::http1::Http1Event,
-    span::{Clock, builder::SpanBuilder, linker::Linker, route::RouteTemplater, sampler::Sampler},
-    stream::{ProtocolEvent, Streams},
+    protocol::{
+        http1::{Http1Event, Ts},
+        http2::Http2Event,
+    },
+    span::{
+        Clock,
+        builder::SpanBuilder,
+        linker::{Linker, Propagation},
+        route::RouteTemplater,
+        sampler::Sampler,
+    },
+    stream::{AppEvent, ProtocolEvent, Streams},
 };
 
 const PROC_ROOT: &str = "/proc";
@@ -228,24 +237,36 @@ impl Agent {
 
     fn on_protocol_events(&mut self, conn: &Connection, events: Vec<ProtocolEvent>) {
         for ev in events {
-            match &ev.event {
-                Http1Event::RequestStarted { seq, head, first } => {
-                    // A server's request starts when its read returns; a
-                    // client's when its write begins (see span timing).
-                    let started = if ev.role == Role::Server { first.exit_ns } else { first.enter_ns };
-                    self.linker.request_started(conn, ev.role, *seq, head, started, ev.tid);
+            // A server's request starts when its read returns; a client's when
+            // its write begins (see span timing).
+            let start_of = |t: &Ts| if ev.role == Role::Server { t.exit_ns } else { t.enter_ns };
+            let built = match &ev.event {
+                AppEvent::Http1(Http1Event::RequestStarted { seq, head, first }) => {
+                    let w3c = Propagation { traceparent: head.traceparent.as_deref(), tracestate: head.tracestate.as_deref() };
+                    self.linker.request_started(conn, ev.role, *seq, &w3c, start_of(first), ev.tid);
+                    continue;
                 }
-                Http1Event::Exchange(exchange) => {
-                    let ctx = self.linker.finish(conn.id, exchange.seq, ev.pid);
-                    let resource = self.registry.resource(ev.pid);
-                    match self.builder.http1(conn, ev.role, exchange, resource, ctx) {
-                        Ok(span) => {
-                            self.metrics.spans.inc();
-                            self.exporter.submit(span);
-                        }
-                        Err(_) => self.metrics.spans_sampled_out.inc(),
-                    }
+                AppEvent::Http2(Http2Event::StreamStarted { stream_id, request, first }) => {
+                    let w3c =
+                        Propagation { traceparent: request.traceparent.as_deref(), tracestate: request.tracestate.as_deref() };
+                    self.linker.request_started(conn, ev.role, u64::from(*stream_id), &w3c, start_of(first), ev.tid);
+                    continue;
                 }
+                AppEvent::Http1(Http1Event::Exchange(ex)) => {
+                    let ctx = self.linker.finish(conn.id, ex.seq, ev.pid);
+                    self.builder.http1(conn, ev.role, ex, self.registry.resource(ev.pid), ctx)
+                }
+                AppEvent::Http2(Http2Event::Exchange(ex)) => {
+                    let ctx = self.linker.finish(conn.id, u64::from(ex.stream_id), ev.pid);
+                    self.builder.http2(conn, ev.role, ex, self.registry.resource(ev.pid), ctx)
+                }
+            };
+            match built {
+                Ok(span) => {
+                    self.metrics.spans.inc();
+                    self.exporter.submit(span);
+                }
+                Err(_) => self.metrics.spans_sampled_out.inc(),
             }
         }
     }

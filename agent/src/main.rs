@@ -1,25 +1,15 @@
-//! kspan: OpenTelemetry traces from the kernel, with no code changes.
-
-mod agent;
-mod capture;
-mod config;
-mod conntrack;
-mod events_log;
-mod export;
-mod metrics;
-mod process;
-mod protocol;
-mod span;
-mod stream;
+//! The `kspan` daemon.
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use kspan::{agent, config};
 
 fn main() -> anyhow::Result<()> {
     let config = config::Cli::parse().into_config()?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid --log filter")?;
     // Logs go to stderr: stdout carries the printed spans.
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         tracing::warn!("not running as root: loading eBPF programs will likely fail");
     }

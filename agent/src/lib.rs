@@ -1,0 +1,18 @@
+//! kspan: OpenTelemetry traces from the kernel, with no code changes.
+//!
+//! The pipeline runs one way: `capture` (kernel programs, ring buffer) ->
+//! `conntrack` (connection table) -> `stream` (reassembly, protocol
+//! detection) -> `protocol` (parsers) -> `span` (builder, trace linker) ->
+//! `export` (OTLP, terminal). The binary is a thin `main` over `agent`.
+
+pub mod agent;
+pub mod capture;
+pub mod config;
+pub mod conntrack;
+pub mod events_log;
+pub mod export;
+pub mod metrics;
+pub mod process;
+pub mod protocol;
+pub mod span;
+pub mod stream;

@@ -1,0 +1,182 @@
+//! Faults kspan must survive: being SIGKILLed, its ring buffer overflowing,
+//! traced processes dying mid-request, and process churn. It never crashes,
+//! counts what it drops, and its tables return to their resting size.
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
+    time::Duration,
+};
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn prerequisites() -> bool {
+    require_root() && require_bpf() && require_python() && require_cmd("curl").is_some()
+}
+
+/// The value of `key=N` in the last `kspan metrics` log line.
+fn metric(log: &str, key: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("kspan metrics"))?;
+    // The fmt layer colours keys: strip ANSI escapes first.
+    let mut plain = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let at = plain.find(&format!(" {key}="))? + key.len() + 2;
+    plain[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+fn python_app(port: u16) -> Server {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/peers/http_app.py")).arg(port.to_string());
+    Server::spawn(cmd, port).expect("python app")
+}
+
+#[test]
+fn restarts_after_sigkill() {
+    if !prerequisites() {
+        return;
+    }
+    for _ in 0..2 {
+        let kspan = Kspan::start(&["--propagate", "headers", "--pid", "1", "--print", "none"], &[]).expect("kspan starts");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(kspan.pid() as i32, libc::SIGKILL) };
+        let exit = kspan.stop().unwrap();
+        assert!(!exit.clean());
+    }
+    // Nothing left behind blocks a normal start.
+    let kspan = Kspan::start(&["--propagate", "headers", "--pid", "1", "--print", "none"], &[]).expect("kspan starts after SIGKILL");
+    let exit = kspan.stop().unwrap();
+    assert!(exit.clean(), "{}", exit.log());
+}
+
+#[test]
+fn ring_buffer_overflow_is_counted_and_spans_stay_correct() {
+    if !prerequisites() {
+        return;
+    }
+    let port = free_port();
+    let _app = python_app(port);
+    let receiver = Receiver::start().expect("receiver");
+    // The smallest ring and the largest captures: a burst must overflow it.
+    let kspan = Kspan::start(
+        &["--open-ports", &port.to_string(), "--ringbuf-size", "4096", "--capture-size", "16384", "--metrics-interval", "1"],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .expect("kspan starts");
+    let body = "x".repeat(60_000);
+    let burst: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "--data-binary", &body, &format!("http://127.0.0.1:{port}/echo")])
+                .args(std::iter::repeat_n(format!("http://127.0.0.1:{port}/users/1"), 20))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in burst {
+        assert!(c.wait().unwrap().success());
+    }
+    let dropped = wait_until(WAIT, POLL, || metric(&kspan.log(), "events_dropped_ringbuf").is_some_and(|n| n > 0));
+    assert!(dropped, "no ring-buffer drops counted:\n{}", kspan.log());
+    // Whatever was lost, what is exported is right: a quiet request after
+    // the burst gives a correct span.
+    let out = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/users/424242")]).output().unwrap();
+    assert!(out.status.success());
+    let spans = receiver
+        .wait_for(WAIT, |s| s.iter().any(|s| s.kind == "SERVER" && s.attr_str("url.path") == Some("/users/424242")))
+        .expect("span after overflow");
+    for s in spans.iter().filter(|s| s.kind == "SERVER") {
+        assert!(s.start <= s.end);
+        assert!(s.name == "GET /users/{id}" || s.name == "POST /echo", "corrupt span after overflow: {s:?}");
+    }
+    let exit = kspan.stop().unwrap();
+    assert!(exit.clean(), "{}", exit.log());
+}
+
+#[test]
+fn traced_process_exiting_mid_request() {
+    if !prerequisites() {
+        return;
+    }
+    let receiver = Receiver::start().expect("receiver");
+    let port = free_port();
+    // A server process that reads the request and dies without answering.
+    let script = format!(
+        "import socket,os\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('127.0.0.1',{port}))\ns.listen()\nc,_=s.accept()\nc.recv(4096)\nos._exit(3)\n"
+    );
+    let mut server = Command::new(python());
+    server.args(["-c", &script]);
+    let mut server = Server::spawn(server, port).expect("dying server");
+    let kspan = Kspan::start(
+        &["--open-ports", &port.to_string()],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .expect("kspan starts");
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.write_all(b"GET /users/1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = sock.read_to_end(&mut rest);
+    // Like any client, give up on the dead connection.
+    drop(sock);
+    assert!(wait_until(WAIT, POLL, || !server.is_running()));
+    // Only this exchange: the test process joined the allow-list by
+    // connecting, so children of tests running beside it are traced too.
+    let (server_pid, client_pid) = (i64::from(server.pid()), i64::from(std::process::id()));
+    let ours = |s: &ReceivedSpan| {
+        (s.kind == "SERVER" && s.resource_i64("process.pid") == Some(server_pid))
+            || (s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(client_pid))
+    };
+    let spans = receiver
+        .wait_for(WAIT, |s| s.iter().filter(|s| ours(s)).count() >= 2)
+        .unwrap_or_else(|e| panic!("{e}\n{}", kspan.log()));
+    for s in spans.iter().filter(|s| ours(s)) {
+        assert_eq!(s.status.code, "ERROR", "no response is an error: {s:?}");
+        assert!(s.attr_str("error.type").is_some_and(|t| t.starts_with("connection_")), "{s:?}");
+    }
+    let exit = kspan.stop().unwrap();
+    assert!(exit.clean(), "{}", exit.log());
+}
+
+#[test]
+fn thousand_processes_leave_no_state_behind() {
+    if !prerequisites() {
+        return;
+    }
+    let port = free_port();
+    let _app = python_app(port);
+    let kspan = Kspan::start(&["--open-ports", &port.to_string(), "--print", "none"], &[]).expect("kspan starts");
+    let url = format!("http://127.0.0.1:{port}/users/1");
+    // 1,000 short-lived clients, 8 at a time.
+    for _ in 0..125 {
+        let batch: Vec<_> = (0..8).map(|_| Command::new("curl").args(["-s", "-o", "/dev/null", &url]).spawn().unwrap()).collect();
+        for mut c in batch {
+            assert!(c.wait().unwrap().success());
+        }
+    }
+    let exit = kspan.stop().unwrap();
+    assert!(exit.clean(), "{}", exit.log());
+    let log = exit.log();
+    let spans = metric(&log, "spans").unwrap_or(0);
+    assert!(spans >= 1900, "about two spans per request expected, got {spans}:\n{log}");
+    // Every client exited: its connections and streams are gone; only the
+    // server's last ones may remain.
+    let conns = metric(&log, "connections_tracked").expect("connections_tracked");
+    let streams = metric(&log, "streams_tracked").expect("streams_tracked");
+    assert!(conns <= 8 && streams <= 8, "tables did not drain: {conns} connections, {streams} streams");
+}

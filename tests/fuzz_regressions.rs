@@ -1,0 +1,44 @@
+//! Replays every input the fuzzers ever crashed on (`cargo xtask fuzz`
+//! copies new crashes to tests/fuzz_regressions/<target>/), plus a fixed set
+//! of hostile inputs, through the same entry points the fuzz targets use.
+
+use std::path::Path;
+
+use kspan::protocol::fuzzing;
+
+fn replay(target: &str, run: fn(&[u8])) -> usize {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz_regressions").join(target);
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "md") {
+            continue;
+        }
+        run(&std::fs::read(entry.path()).unwrap());
+        n += 1;
+    }
+    n
+}
+
+/// Inputs every parser must survive, whatever the fuzzer found so far.
+fn hostile() -> Vec<Vec<u8>> {
+    let mut v = vec![Vec::new(), vec![0xff; 4096], b"GET / HTTP/1.1\r\n".repeat(2000)];
+    v.push(format!("\x3fPOST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", u64::MAX).into_bytes());
+    v.push([b"\x00PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".as_slice(), &[0xff; 64]].concat());
+    // A 1 MiB header block.
+    let mut big = b"\x3fGET / HTTP/1.1\r\nX: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 1 << 20));
+    v.push(big);
+    v
+}
+
+#[test]
+fn parsers_survive_recorded_crashes_and_hostile_input() {
+    let targets: [(&str, fn(&[u8])); 3] =
+        [("http1", fuzzing::http1), ("http2", fuzzing::http2), ("decode", fuzzing::decode)];
+    for (target, run) in targets {
+        replay(target, run);
+        for input in hostile() {
+            run(&input);
+        }
+    }
+}
