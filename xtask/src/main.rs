@@ -1,8 +1,10 @@
 //! Developer tasks: `cargo xtask setup | run | test`.
 
-mod setup;
+mod fuzz;
 mod run;
+mod setup;
 mod test;
+mod bench;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,10 @@ enum Command {
     Run(run::Options),
     /// Set up what is missing, then run every test, eBPF ones included.
     Test(test::Options),
+    /// Run every fuzz target for a bounded time; crashes become fixtures.
+    Fuzz(fuzz::Options),
+    /// Build kspan (release) and run the benchmark suite into bench/RESULTS.md.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,6 +34,8 @@ fn main() -> anyhow::Result<()> {
         Command::Setup(opts) => setup::run(&opts),
         Command::Run(opts) => run::run(&opts),
         Command::Test(opts) => test::run(&opts),
+        Command::Fuzz(opts) => fuzz::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     }
 }
 

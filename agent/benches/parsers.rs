@@ -1,0 +1,273 @@
+//! Parser throughput: the user-space hot path every captured syscall goes
+//! through. `cargo xtask bench` runs this with a short measurement time and
+//! copies the MB/s into bench/RESULTS.md; `cargo bench -p kspan --bench
+//! parsers` runs it alone.
+//!
+//! The HTTP/1 stream is one keep-alive connection as kspan sees it on the
+//! server side: each element is one syscall (a client write / server read
+//! of a request, a server write of a response head or body part), captured
+//! at kspan's default 4096-byte capture size, so a large body write arrives
+//! as a 4 KiB prefix plus a gap, exactly as the ring buffer delivers it.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use kspan::{
+    capture::decode,
+    protocol::http1::{Chunk, Http1Event, Http1Session},
+};
+use kspan_common::{Call, DATA_EVENT_SIZE, DataEvent, Direction, EventKind, Source};
+
+/// kspan's default `--capture-size`.
+const CAPTURE_SIZE: usize = 4096;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Request,
+    Response,
+}
+
+/// One syscall: the bytes it moved (the capture keeps a prefix).
+struct Syscall {
+    dir: Dir,
+    bytes: Vec<u8>,
+}
+
+/// A conversation of exchanges on one keep-alive connection.
+struct Stream {
+    syscalls: Vec<Syscall>,
+    exchanges: usize,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Stream { syscalls: Vec::new(), exchanges: 0 }
+    }
+    fn req(&mut self, parts: &[&[u8]]) {
+        self.exchanges += 1;
+        for p in parts {
+            self.syscalls.push(Syscall { dir: Dir::Request, bytes: p.to_vec() });
+        }
+    }
+    fn resp(&mut self, parts: &[&[u8]]) {
+        for p in parts {
+            self.syscalls.push(Syscall { dir: Dir::Response, bytes: p.to_vec() });
+        }
+    }
+    /// Bytes the parser is handed (captured prefixes).
+    fn captured_bytes(&self) -> u64 {
+        self.syscalls.iter().map(|s| s.bytes.len().min(CAPTURE_SIZE) as u64).sum()
+    }
+}
+
+fn json_body(len: usize) -> Vec<u8> {
+    let mut b = br#"{"items":["#.to_vec();
+    let mut i = 0;
+    while b.len() + 60 < len {
+        b.extend_from_slice(format!(r#"{{"id":{i},"name":"user-{i}","active":true}},"#).as_bytes());
+        i += 1;
+    }
+    b.extend_from_slice(br#"{"id":-1}]}"#);
+    b.resize(len, b' ');
+    b
+}
+
+fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+    c.extend_from_slice(data);
+    c.extend_from_slice(b"\r\n");
+    c
+}
+
+fn with_len(head: &str, body: &[u8]) -> Vec<u8> {
+    let mut m = head.replace("{len}", &body.len().to_string()).into_bytes();
+    m.extend_from_slice(body);
+    m
+}
+
+const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
+
+/// Ten exchanges in the shapes real services produce: small JSON GETs, a
+/// POST and a chunked PUT with bodies, a 24 KiB static file written in two
+/// parts (captured as 4 KiB prefixes), chunked streaming responses, 204,
+/// 304, 404.
+fn http1_stream() -> Stream {
+    let mut s = Stream::new();
+    let api_get = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: api.internal:8080\r\nUser-Agent: python-requests/2.32.3\r\n\
+             Accept-Encoding: gzip, deflate\r\nAccept: */*\r\nConnection: keep-alive\r\n\
+             traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n"
+        )
+    };
+    let ok_json = "HTTP/1.1 200 OK\r\nServer: gunicorn\r\nDate: Mon, 20 May 2026 10:00:00 GMT\r\n\
+                   Connection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n";
+
+    s.req(&[api_get("/api/users/42").as_bytes()]);
+    s.resp(&[&with_len(ok_json, &json_body(348))]);
+
+    let order = json_body(1200);
+    let post_head = format!(
+        "POST /api/orders HTTP/1.1\r\nHost: api.internal:8080\r\nUser-Agent: python-requests/2.32.3\r\n\
+         Accept-Encoding: gzip, deflate\r\nAccept: */*\r\nConnection: keep-alive\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        order.len()
+    );
+    s.req(&[post_head.as_bytes(), &order]); // requests sends head and body separately
+    s.resp(&[&with_len(
+        "HTTP/1.1 201 Created\r\nServer: gunicorn\r\nDate: Mon, 20 May 2026 10:00:00 GMT\r\n\
+         Connection: keep-alive\r\nLocation: /api/orders/9812\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+        br#"{"id":9812,"status":"created"}"#,
+    )]);
+
+    let js = vec![b'x'; 24 * 1024];
+    let browser_get = format!(
+        "GET /static/app.3f9a1c.js HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: {UA}\r\n\
+         Accept: */*\r\nAccept-Language: en-GB,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n\
+         Referer: https://shop.example.com/cart\r\nSec-Fetch-Dest: script\r\nSec-Fetch-Mode: no-cors\r\n\
+         Cookie: session=8c1f0e2a9b7d4e6f8a0b1c2d3e4f5a6b; _ga=GA1.2.1234567890.1716200000; theme=dark\r\n\
+         Connection: keep-alive\r\n\r\n"
+    );
+    s.req(&[browser_get.as_bytes()]);
+    let js_head = format!(
+        "HTTP/1.1 200 OK\r\nServer: nginx/1.26.3\r\nDate: Mon, 20 May 2026 10:00:00 GMT\r\n\
+         Content-Type: application/javascript\r\nContent-Length: {}\r\nLast-Modified: Sun, 19 May 2026 08:00:00 GMT\r\n\
+         Connection: keep-alive\r\nETag: \"664a1b2c-6000\"\r\nCache-Control: max-age=31536000\r\nAccept-Ranges: bytes\r\n\r\n",
+        js.len()
+    );
+    s.resp(&[js_head.as_bytes(), &js[..16 * 1024], &js[16 * 1024..]]);
+
+    s.req(&[api_get("/api/events?since=1716200000").as_bytes()]);
+    let mut parts: Vec<Vec<u8>> = vec![
+        b"HTTP/1.1 200 OK\r\nServer: uvicorn\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+    ];
+    for n in [180, 1500, 320, 64, 900] {
+        parts.push(chunk(&json_body(n)));
+    }
+    parts.push(b"0\r\n\r\n".to_vec());
+    s.resp(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
+
+    s.req(&[api_get("/health").as_bytes()]);
+    s.resp(&[b"HTTP/1.1 204 No Content\r\nServer: gunicorn\r\nDate: Mon, 20 May 2026 10:00:00 GMT\r\nConnection: keep-alive\r\n\r\n"]);
+
+    s.req(&[api_get("/api/users?page=2&per_page=50").as_bytes()]);
+    let mut head_and_first = b"HTTP/1.1 200 OK\r\nServer: Werkzeug/3.1.3 Python/3.11.7\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    head_and_first.extend_from_slice(&chunk(&json_body(2000)));
+    s.resp(&[&head_and_first, &[chunk(&json_body(700)), b"0\r\n\r\n".to_vec()].concat()]);
+
+    let put_head = "PUT /api/users/42/avatar HTTP/1.1\r\nHost: api.internal:8080\r\nUser-Agent: curl/8.5.0\r\n\
+                    Accept: */*\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    s.req(&[put_head.as_bytes(), &chunk(&[7; 1000]), &chunk(&[8; 1000]), &chunk(&[9; 300]), b"0\r\n\r\n"]);
+    s.resp(&[&with_len(ok_json, br#"{"ok":true,"size":2300}"#)]);
+
+    let conditional = format!(
+        "GET /static/logo.svg HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: {UA}\r\nAccept: image/avif,image/webp,*/*\r\n\
+         If-None-Match: \"664a1b2c-1a2b\"\r\nIf-Modified-Since: Sun, 19 May 2026 08:00:00 GMT\r\nConnection: keep-alive\r\n\r\n"
+    );
+    s.req(&[conditional.as_bytes()]);
+    s.resp(&[b"HTTP/1.1 304 Not Modified\r\nServer: nginx/1.26.3\r\nDate: Mon, 20 May 2026 10:00:00 GMT\r\nConnection: keep-alive\r\nETag: \"664a1b2c-1a2b\"\r\n\r\n"]);
+
+    s.req(&[api_get("/api/users/99999").as_bytes()]);
+    s.resp(&[&with_len(
+        "HTTP/1.1 404 Not Found\r\nServer: gunicorn\r\nConnection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+        br#"{"error":"not found"}"#,
+    )]);
+
+    s.req(&[b"DELETE /api/orders/9812 HTTP/1.1\r\nHost: api.internal:8080\r\nUser-Agent: python-requests/2.32.3\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"]);
+    s.resp(&[&with_len(ok_json, br#"{"deleted":9812}"#)]);
+    s
+}
+
+/// Many small GET/200 exchanges: the per-request fixed cost.
+fn small_gets_stream(n: usize) -> Stream {
+    let mut s = Stream::new();
+    for i in 0..n {
+        let req = format!("GET /users/{i} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n\r\n");
+        s.req(&[req.as_bytes()]);
+        s.resp(&[&with_len(
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: keep-alive\r\n\r\n",
+            format!(r#"{{"id": "{i}"}}"#).as_bytes(),
+        )]);
+    }
+    s
+}
+
+/// Feeds the whole stream to a new session; returns the exchanges seen.
+fn parse_stream(stream: &Stream) -> usize {
+    let mut session = Http1Session::new();
+    let mut exchanges = 0;
+    let mut ns = 1_000_000u64;
+    for sc in &stream.syscalls {
+        let chunk = Chunk {
+            data: &sc.bytes[..sc.bytes.len().min(CAPTURE_SIZE)],
+            size: sc.bytes.len() as u64,
+            enter_ns: ns,
+            exit_ns: ns + 2_000,
+        };
+        ns += 10_000;
+        let events = match sc.dir {
+            Dir::Request => session.on_request_bytes(black_box(&chunk)),
+            Dir::Response => session.on_response_bytes(black_box(&chunk)),
+        };
+        exchanges += events.iter().filter(|e| matches!(e, Http1Event::Exchange(x) if x.error.is_none())).count();
+    }
+    black_box(exchanges)
+}
+
+fn bench_http1(c: &mut Criterion) {
+    let mut group = c.benchmark_group("http1");
+    for (name, stream) in [("keepalive_mixed", http1_stream()), ("small_gets", small_gets_stream(100))] {
+        // The stream must parse cleanly, or the numbers measure error paths.
+        assert_eq!(parse_stream(&stream), stream.exchanges, "{name}: every exchange must complete without error");
+        // Machine-readable line for `cargo xtask bench` (exchanges/s, composition).
+        println!(
+            "kspan-bench: http1/{name} bytes={} syscalls={} exchanges={}",
+            stream.captured_bytes(),
+            stream.syscalls.len(),
+            stream.exchanges
+        );
+        group.throughput(Throughput::Bytes(stream.captured_bytes()));
+        group.bench_function(name, |b| b.iter(|| parse_stream(&stream)));
+    }
+    group.finish();
+}
+
+/// A ring-buffer data record: header plus a typical 512-byte request.
+fn data_record(payload: usize) -> Vec<u8> {
+    let header = DataEvent {
+        kind: EventKind::Data as u8,
+        direction: Direction::Ingress as u8,
+        source: Source::Syscall as u8,
+        call: Call::Read as u8,
+        flags: 0,
+        _pad: [0; 3],
+        tgid: 4242,
+        tid: 4243,
+        fd: 7,
+        captured: payload as u32,
+        conn_id: 0x1234_5678,
+        enter_ns: 1_000,
+        exit_ns: 3_000,
+        size: payload as u64,
+    };
+    // SAFETY: DataEvent is a plain #[repr(C)] struct with explicit padding
+    // fields, so all DATA_EVENT_SIZE bytes are initialised.
+    let mut rec = unsafe { std::slice::from_raw_parts((&raw const header).cast::<u8>(), DATA_EVENT_SIZE) }.to_vec();
+    rec.extend(std::iter::repeat_n(b'a', payload));
+    rec
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode");
+    for payload in [512usize, 4096] {
+        let rec = data_record(payload);
+        assert!(matches!(decode::decode(&rec), Ok(decode::Event::Data(_))));
+        println!("kspan-bench: decode/data_{payload}B bytes={} records=1", rec.len());
+        group.throughput(Throughput::Bytes(rec.len() as u64));
+        group.bench_function(format!("data_{payload}B"), |b| b.iter(|| decode::decode(black_box(&rec))));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_http1, bench_decode);
+criterion_main!(benches);
