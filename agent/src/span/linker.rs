@@ -95,6 +95,13 @@ struct Node {
 }
 type NodeRef = Rc<RefCell<Node>>;
 
+impl Node {
+    /// A request with no known parent yet.
+    fn unlinked(group: GroupRef, span_id: SpanId, started_ns: u64) -> Self {
+        Self { group, span_id, parent: None, parent_is_remote: false, pinned: false, started_ns, done: false }
+    }
+}
+
 /// (client endpoint, server endpoint, request order on the connection).
 type PeerKey = (SocketAddr, SocketAddr, u64);
 
@@ -254,15 +261,7 @@ impl Linker {
                 if let Some(trace_id) = pop_hint(&mut self.thread_traces, &conn.id) {
                     group.borrow_mut().trace_id = trace_id;
                 }
-                Node {
-                    group,
-                    span_id: self.ids.span_id(),
-                    parent: None,
-                    parent_is_remote: false,
-                    pinned: false,
-                    started_ns,
-                    done: false,
-                }
+                Node::unlinked(group, self.ids.span_id(), started_ns)
             }
         };
         let pinned = node.pinned;
@@ -308,15 +307,7 @@ impl Linker {
                     done: false,
                 }
             }
-            (None, None) => Node {
-                group: self.new_group(),
-                span_id: self.ids.span_id(),
-                parent: None,
-                parent_is_remote: false,
-                pinned: false,
-                started_ns,
-                done: false,
-            },
+            (None, None) => Node::unlinked(self.new_group(), self.ids.span_id(), started_ns),
         };
         let node = Rc::new(RefCell::new(node));
         if let (Some(local), Some(remote)) = (conn.local, conn.remote) {

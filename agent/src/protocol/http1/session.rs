@@ -162,30 +162,22 @@ impl Http1Session {
 
     /// Client-to-server bytes.
     pub fn on_request_bytes(&mut self, chunk: &Chunk<'_>) -> Vec<Http1Event> {
-        let mut out = Vec::new();
-        if self.broken || self.closed {
-            return out;
-        }
-        let ts = chunk.ts();
-        let mut data = chunk.data;
-        let mut at_start = true;
-        while !data.is_empty() && !self.broken {
-            let used = self.request_step(data, ts, at_start, &mut out);
-            if used == 0 && !at_start {
-                break; // cannot happen; guards against a livelock on a logic slip
-            }
-            at_start = false;
-            data = data.get(used..).unwrap_or_default();
-        }
-        let gap = chunk.gap();
-        if gap > 0 && !self.broken {
-            self.request_gap(gap, ts, &mut out);
-        }
-        out
+        self.feed(chunk, Self::request_step, Self::request_gap)
     }
 
     /// Server-to-client bytes.
     pub fn on_response_bytes(&mut self, chunk: &Chunk<'_>) -> Vec<Http1Event> {
+        self.feed(chunk, Self::response_step, Self::response_gap)
+    }
+
+    /// Runs one direction's parser over a chunk, then accounts for the bytes
+    /// the capture missed.
+    fn feed(
+        &mut self,
+        chunk: &Chunk<'_>,
+        step: fn(&mut Self, &[u8], Ts, bool, &mut Vec<Http1Event>) -> usize,
+        gap: fn(&mut Self, u64, Ts, &mut Vec<Http1Event>),
+    ) -> Vec<Http1Event> {
         let mut out = Vec::new();
         if self.broken || self.closed {
             return out;
@@ -194,16 +186,16 @@ impl Http1Session {
         let mut data = chunk.data;
         let mut at_start = true;
         while !data.is_empty() && !self.broken {
-            let used = self.response_step(data, ts, at_start, &mut out);
+            let used = step(self, data, ts, at_start, &mut out);
             if used == 0 && !at_start {
                 break; // cannot happen; guards against a livelock on a logic slip
             }
             at_start = false;
             data = data.get(used..).unwrap_or_default();
         }
-        let gap = chunk.gap();
-        if gap > 0 && !self.broken {
-            self.response_gap(gap, ts, &mut out);
+        let missed = chunk.gap();
+        if missed > 0 && !self.broken {
+            gap(self, missed, ts, &mut out);
         }
         out
     }
