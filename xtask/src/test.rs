@@ -1,9 +1,14 @@
 //! `cargo xtask test`: everything a fresh machine needs, then every test:
 //! unit tests, and the integration tests that load the real programs.
 
-use std::process::Command;
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+};
 
-use crate::{run_cmd, setup, workspace_root};
+use anyhow::Context as _;
+
+use crate::{setup, workspace_root};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -15,11 +20,52 @@ pub struct Options {
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     setup::run(&setup::Options::default())?;
     let root = workspace_root();
-    run_cmd(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["test", "--no-fail-fast", "--package", "kspan", "--package", "kspan-common", "--package", "xtask"])
-            .args(&opts.args)
-            .env("KSPAN_TEST_VENV", setup::test_venv()),
-    )
+    let mut child = Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--no-fail-fast", "--package", "kspan", "--package", "kspan-common", "--package", "xtask"])
+        // Library, binaries and every test target; no doc-tests (there are
+        // none, and their empty summaries would close the log).
+        .args(["--lib", "--bins", "--tests"])
+        .args(&opts.args)
+        .env("KSPAN_TEST_VENV", setup::test_venv())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    // One closing line for the whole run, whatever order cargo used.
+    println!("total: {passed} passed, {failed} failed");
+    anyhow::ensure!(status.success(), "cargo test failed: {status}");
+    Ok(())
+}
+
+/// The number before `label` in "ok. 4 passed; 0 failed; ...".
+fn count(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(label.trim()))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_cargo_summaries() {
+        let line = "ok. 231 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 2.40s";
+        assert_eq!((count(line, " passed"), count(line, " failed")), (231, 0));
+        let line = "FAILED. 3 passed; 1 failed; 0 ignored";
+        assert_eq!((count(line, " passed"), count(line, " failed")), (3, 1));
+    }
 }
