@@ -161,7 +161,7 @@ fn submit(
         h.exit_ns = exit_ns;
         h.size = size;
         let record = core::slice::from_raw_parts(scratch as *const u8, DATA_EVENT_SIZE + captured);
-        if EVENTS.output::<[u8]>(record, 0).is_err() {
+        if EVENTS.output::<[u8]>(record, crate::maps::wakeup_flags()).is_err() {
             count(Counter::RingbufDropped);
         }
     }

@@ -166,7 +166,7 @@ fn emit_proc(kind: EventKind, tgid: u32, tid: u32, child: u32) {
         return;
     };
     entry.write(ProcEvent { kind: kind as u8, _pad: [0; 3], tgid, tid, child, ts_ns: unsafe { bpf_ktime_get_ns() } });
-    entry.submit(0);
+    entry.submit(crate::maps::wakeup_flags());
 }
 
 fn try_fork(ctx: &TracePointContext) -> Result<(), i32> {

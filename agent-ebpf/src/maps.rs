@@ -156,6 +156,21 @@ pub struct SockOwner {
     pub _pad: [u8; 7],
 }
 
+/// Bytes waiting in the ring before a record wakes user space. Below it,
+/// records are submitted without a wakeup and user space drains on a short
+/// timer: a wakeup per record costs the agent more in context switches than
+/// all its parsing.
+const WAKEUP_BYTES: u64 = 64 * 1024;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Submit flags for a record in `EVENTS`.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+}
+
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {

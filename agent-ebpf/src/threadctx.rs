@@ -63,7 +63,7 @@ pub fn on_data(pending: &PendingCall, pid_tgid: u64, egress: bool) {
         conn_id: pending.conn_id,
         trace_id,
     });
-    entry.submit(0);
+    entry.submit(crate::maps::wakeup_flags());
 }
 
 /// Whether the bytes just captured on this CPU begin with a request line.

@@ -1,9 +1,9 @@
 //! Stream reassembly and protocol dispatch: the bytes of each connection,
 //! in syscall order, go to the parser that recognised them.
 
-use std::collections::HashMap;
 
 use kspan_common::{Direction, Role};
+use rustc_hash::FxHashMap;
 
 use crate::{
     capture::decode::DataRecord,
@@ -62,7 +62,7 @@ pub struct StreamStats {
 }
 
 pub struct Streams {
-    sessions: HashMap<u64, Session>,
+    sessions: FxHashMap<u64, Session>,
     capacity: usize,
     pub stats: StreamStats,
 }
@@ -71,7 +71,7 @@ impl Streams {
     /// `capacity` bounds the sessions kept; past it new connections are not
     /// parsed (counted) rather than growing memory.
     pub fn new(capacity: usize) -> Self {
-        Self { sessions: HashMap::new(), capacity, stats: StreamStats::default() }
+        Self { sessions: FxHashMap::default(), capacity, stats: StreamStats::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -105,7 +105,7 @@ impl Streams {
         };
         let role = *role;
         self.stats.bytes_parsed += rec.payload.len() as u64;
-        let chunk = Chunk { data: &rec.payload, size: rec.size, enter_ns: rec.enter_ns, exit_ns: rec.exit_ns };
+        let chunk = Chunk { data: rec.payload, size: rec.size, enter_ns: rec.enter_ns, exit_ns: rec.exit_ns };
         // Client-to-server bytes: what a client writes or a server reads.
         let from_client = (role == Role::Client) == (rec.direction == Direction::Egress);
         let (events, broken): (Vec<AppEvent>, bool) = match parser {
@@ -141,7 +141,7 @@ impl Streams {
 /// the side that sends a request line or the HTTP/2 preface is the client,
 /// whatever the kernel saw.
 fn detect(conn: &Connection, rec: &DataRecord) -> Option<(Parser, Role)> {
-    let data = &rec.payload[..];
+    let data = rec.payload;
     let sender = if rec.direction == Direction::Egress { Role::Client } else { Role::Server };
     let receiver = if rec.direction == Direction::Egress { Role::Server } else { Role::Client };
     if http2::looks_like_preface(data) {

@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use bytes::Bytes;
 use kspan_common::{
     Call, ConnEvent, DATA_EVENT_SIZE, DataEvent, Direction, EventKind, FLAG_TRUNCATED, InjectEvent, ProcEvent, Role,
     Source, ThreadCtxEvent,
@@ -23,8 +22,10 @@ pub enum DecodeError {
     Field { field: &'static str, value: u8 },
 }
 
+/// A payload record, borrowing its bytes from the ring buffer: decoding
+/// copies nothing.
 #[derive(Debug, Clone)]
-pub struct DataRecord {
+pub struct DataRecord<'a> {
     pub tgid: u32,
     pub tid: u32,
     pub fd: i32,
@@ -37,7 +38,7 @@ pub struct DataRecord {
     /// Bytes the syscall moved; `payload.len()` may be less.
     pub size: u64,
     pub truncated: bool,
-    pub payload: Bytes,
+    pub payload: &'a [u8],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +78,8 @@ pub struct InjectRecord {
 }
 
 #[derive(Debug, Clone)]
-pub enum Event {
-    Data(DataRecord),
+pub enum Event<'a> {
+    Data(DataRecord<'a>),
     ConnOpen(ConnRecord),
     ConnClose(ConnRecord),
     Proc(ProcRecord),
@@ -96,7 +97,7 @@ fn read_struct<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError>
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     let first = *bytes.first().ok_or(DecodeError::Empty)?;
     let kind = EventKind::from_u8(first).ok_or(DecodeError::UnknownKind(first))?;
     match kind {
@@ -129,7 +130,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     }
 }
 
-fn decode_data(bytes: &[u8]) -> Result<DataRecord, DecodeError> {
+fn decode_data(bytes: &[u8]) -> Result<DataRecord<'_>, DecodeError> {
     let h: DataEvent = read_struct(bytes, EventKind::Data)?;
     let claimed = h.captured as usize;
     let present = bytes.len() - DATA_EVENT_SIZE;
@@ -159,7 +160,7 @@ fn decode_data(bytes: &[u8]) -> Result<DataRecord, DecodeError> {
         exit_ns: h.exit_ns,
         size: h.size,
         truncated: h.flags & FLAG_TRUNCATED != 0,
-        payload: Bytes::copy_from_slice(&bytes[DATA_EVENT_SIZE..DATA_EVENT_SIZE + claimed]),
+        payload: &bytes[DATA_EVENT_SIZE..DATA_EVENT_SIZE + claimed],
     })
 }
 

@@ -6,12 +6,13 @@
 pub mod procfs;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashSet,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
 
 use kspan_common::{Call, Role};
+use rustc_hash::FxHashMap;
 
 use crate::capture::decode::ConnRecord;
 
@@ -42,14 +43,14 @@ pub struct ConnStats {
 }
 
 pub struct ConnTable {
-    by_id: HashMap<u64, Connection>,
-    by_fd: HashMap<(u32, i32), u64>,
+    by_id: FxHashMap<u64, Connection>,
+    by_fd: FxHashMap<(u32, i32), u64>,
     capacity: usize,
     proc_root: PathBuf,
     /// LISTEN sockets per network namespace when kspan started. A
     /// connection that predates kspan was accepted from a listener that
     /// existed then, even if it is closed by the time we resolve it.
-    startup_listeners: HashMap<u64, HashSet<(IpAddr, u16)>>,
+    startup_listeners: FxHashMap<u64, HashSet<(IpAddr, u16)>>,
     pub stats: ConnStats,
 }
 
@@ -57,11 +58,11 @@ impl ConnTable {
     /// `capacity` bounds memory: past it the oldest connection is evicted.
     pub fn new(capacity: usize, proc_root: &Path) -> Self {
         Self {
-            by_id: HashMap::new(),
-            by_fd: HashMap::new(),
+            by_id: FxHashMap::default(),
+            by_fd: FxHashMap::default(),
             capacity: capacity.max(1),
             proc_root: proc_root.to_owned(),
-            startup_listeners: HashMap::new(),
+            startup_listeners: FxHashMap::default(),
             stats: ConnStats::default(),
         }
     }

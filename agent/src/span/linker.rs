@@ -27,12 +27,13 @@
 
 use std::{
     cell::RefCell,
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     net::SocketAddr,
     rc::Rc,
 };
 
 use kspan_common::Role;
+use rustc_hash::FxHashMap;
 
 use super::{
     IdGenerator,
@@ -112,7 +113,7 @@ const PEER_CAPACITY: usize = 65536;
 /// Waiting entries, evicted by age and bounded in number.
 #[derive(Default)]
 struct Waiting {
-    map: HashMap<PeerKey, NodeRef>,
+    map: FxHashMap<PeerKey, NodeRef>,
     order: VecDeque<(u64, PeerKey)>,
 }
 
@@ -145,17 +146,17 @@ pub struct LinkStats {
 pub struct Linker {
     ids: IdGenerator,
     /// Requests whose span is not built yet, by connection and sequence.
-    requests: HashMap<u64, HashMap<u64, NodeRef>>,
+    requests: FxHashMap<u64, FxHashMap<u64, NodeRef>>,
     /// Incoming requests in flight, by (pid, tid) of the thread that read them.
-    inflight: HashMap<(u32, u32), Vec<NodeRef>>,
+    inflight: FxHashMap<(u32, u32), Vec<NodeRef>>,
     /// Threads created while their creator served exactly one request.
-    inherited: HashMap<(u32, u32), NodeRef>,
+    inherited: FxHashMap<(u32, u32), NodeRef>,
     outbound: Waiting,
     inbound: Waiting,
     /// Ids the kernel injected, by (pid, local, remote), oldest first.
-    injected: HashMap<(u32, SocketAddr, SocketAddr), VecDeque<(TraceId, SpanId)>>,
+    injected: FxHashMap<(u32, SocketAddr, SocketAddr), VecDeque<(TraceId, SpanId)>>,
     /// Trace ids the kernel gave incoming requests, by connection.
-    thread_traces: HashMap<u64, VecDeque<TraceId>>,
+    thread_traces: FxHashMap<u64, VecDeque<TraceId>>,
     sampler: super::sampler::Sampler,
     pub stats: LinkStats,
 }
@@ -165,7 +166,7 @@ const HINT_BACKLOG: usize = 64;
 /// Keys of kernel hints kept at most.
 const HINT_KEYS: usize = 16384;
 
-fn push_hint<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, VecDeque<V>>, key: K, value: V) {
+fn push_hint<K: std::hash::Hash + Eq, V>(map: &mut FxHashMap<K, VecDeque<V>>, key: K, value: V) {
     if map.len() >= HINT_KEYS && !map.contains_key(&key) {
         // Bounded: hints whose request never came are the first to go.
         map.clear();
@@ -177,7 +178,7 @@ fn push_hint<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, VecDeque<V>>, key:
     queue.push_back(value);
 }
 
-fn pop_hint<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, VecDeque<V>>, key: &K) -> Option<V> {
+fn pop_hint<K: std::hash::Hash + Eq, V>(map: &mut FxHashMap<K, VecDeque<V>>, key: &K) -> Option<V> {
     let queue = map.get_mut(key)?;
     let value = queue.pop_front();
     if queue.is_empty() {
@@ -476,7 +477,7 @@ impl Linker {
 
     /// Requests and threads currently tracked (for self-metrics).
     pub fn len(&self) -> usize {
-        self.requests.values().map(HashMap::len).sum::<usize>() + self.inflight.len() + self.inherited.len()
+        self.requests.values().map(FxHashMap::len).sum::<usize>() + self.inflight.len() + self.inherited.len()
     }
 }
 
