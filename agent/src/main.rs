@@ -8,7 +8,9 @@ fn main() -> anyhow::Result<()> {
     let config = config::Cli::parse().into_config()?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid --log filter")?;
     // Logs go to stderr: stdout carries the printed spans.
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour only for a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         tracing::warn!("not running as root: loading eBPF programs will likely fail");

@@ -3,6 +3,7 @@
 mod fuzz;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod bench;
 
@@ -25,6 +26,8 @@ enum Command {
     Test(test::Options),
     /// Run every fuzz target for a bounded time; crashes become fixtures.
     Fuzz(fuzz::Options),
+    /// Minutes of mixed load with churn and a collector outage (not in CI).
+    Soak(soak::Options),
     /// Build kspan (release) and run the benchmark suite into bench/RESULTS.md.
     Bench(bench::Options),
 }
@@ -35,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(opts) => run::run(&opts),
         Command::Test(opts) => test::run(&opts),
         Command::Fuzz(opts) => fuzz::run(&opts),
+        Command::Soak(opts) => soak::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
     }
 }
