@@ -14,7 +14,10 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kspan::{
     capture::decode,
-    protocol::http1::{Chunk, Http1Event, Http1Session},
+    protocol::{
+        http1::{Chunk, Http1Event, Http1Session},
+        http2::{self, Http2Event, Http2Session},
+    },
 };
 use kspan_common::{Call, DATA_EVENT_SIZE, DataEvent, Direction, EventKind, Source};
 
@@ -232,6 +235,168 @@ fn bench_http1(c: &mut Criterion) {
     group.finish();
 }
 
+/// Hand-built h2c (prior knowledge) gRPC traffic, encoded as grpc-go does:
+/// HPACK with incremental indexing on first use, indexed afterwards.
+mod h2c {
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+    const SETTINGS: u8 = 4;
+    const WINDOW_UPDATE: u8 = 8;
+    const END_STREAM: u8 = 0x1;
+    const END_HEADERS: u8 = 0x4;
+    const ACK: u8 = 0x1;
+
+    pub fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+
+    /// HPACK integer with an `n`-bit prefix, `flags` in the high bits.
+    fn int(out: &mut Vec<u8>, n: u32, flags: u8, v: usize) {
+        let max = (1usize << n) - 1;
+        if v < max {
+            out.push(flags | v as u8);
+            return;
+        }
+        out.push(flags | max as u8);
+        let mut rest = v - max;
+        while rest >= 128 {
+            out.push((rest % 128) as u8 | 0x80);
+            rest /= 128;
+        }
+        out.push(rest as u8);
+    }
+
+    fn string(out: &mut Vec<u8>, s: &str) {
+        int(out, 7, 0, s.len()); // no Huffman
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    fn indexed(out: &mut Vec<u8>, idx: usize) {
+        int(out, 7, 0x80, idx);
+    }
+
+    /// Literal with incremental indexing, name from the table at `idx`.
+    fn insert(out: &mut Vec<u8>, idx: usize, value: &str) {
+        int(out, 6, 0x40, idx);
+        string(out, value);
+    }
+
+    /// Literal with incremental indexing and a literal name.
+    fn insert_named(out: &mut Vec<u8>, name: &str, value: &str) {
+        out.push(0x40);
+        string(out, name);
+        string(out, value);
+    }
+
+    /// A length-prefixed gRPC message of `n` payload bytes.
+    fn grpc_message(n: usize) -> Vec<u8> {
+        let mut m = vec![0];
+        m.extend_from_slice(&(n as u32).to_be_bytes());
+        m.extend(std::iter::repeat_n(b'p', n));
+        m
+    }
+
+    /// (direction is client, bytes) per syscall, and the number of calls.
+    pub fn grpc_unary_calls(calls: u32) -> (Vec<(bool, Vec<u8>)>, usize) {
+        let mut syscalls = Vec::new();
+        let mut hello = super::http2::PREFACE.to_vec();
+        // ENABLE_PUSH=0, INITIAL_WINDOW_SIZE=4 MiB; then a connection WINDOW_UPDATE.
+        frame(&mut hello, SETTINGS, 0, 0, &[0, 2, 0, 0, 0, 0, 0, 4, 0, 0x40, 0, 0]);
+        frame(&mut hello, WINDOW_UPDATE, 0, 0, &0x003e_0001u32.to_be_bytes());
+        syscalls.push((true, hello));
+        let mut server_hello = Vec::new();
+        frame(&mut server_hello, SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]); // MAX_CONCURRENT_STREAMS
+        frame(&mut server_hello, SETTINGS, ACK, 0, &[]);
+        syscalls.push((false, server_hello));
+        let mut ack = Vec::new();
+        frame(&mut ack, SETTINGS, ACK, 0, &[]);
+        syscalls.push((true, ack));
+
+        for i in 0..calls {
+            let stream = 1 + 2 * i;
+            let mut req_block = vec![0x83, 0x86]; // :method POST, :scheme http
+            let mut resp_block = vec![0x88]; // :status 200
+            let mut trailers = Vec::new();
+            if i == 0 {
+                // Client table after these: te=62, user-agent=63,
+                // content-type=64, :path=65, :authority=66.
+                insert(&mut req_block, 1, "greeter.internal:50051");
+                insert(&mut req_block, 4, "/helloworld.Greeter/SayHello");
+                insert(&mut req_block, 31, "application/grpc");
+                insert(&mut req_block, 58, "grpc-go/1.64.0");
+                insert_named(&mut req_block, "te", "trailers");
+                // Server table: content-type, then grpc-status on top of it.
+                insert(&mut resp_block, 31, "application/grpc");
+                insert_named(&mut trailers, "grpc-status", "0");
+            } else {
+                for idx in [66, 65, 64, 63, 62] {
+                    indexed(&mut req_block, idx);
+                }
+                indexed(&mut resp_block, 63); // content-type
+                indexed(&mut trailers, 62); // grpc-status: 0
+            }
+            // grpc-timeout differs per call: a literal without indexing.
+            req_block.push(0x00);
+            string(&mut req_block, "grpc-timeout");
+            string(&mut req_block, &format!("{}m", 900 + i));
+
+            let mut req = Vec::new();
+            frame(&mut req, HEADERS, END_HEADERS, stream, &req_block);
+            frame(&mut req, DATA, END_STREAM, stream, &grpc_message(64 + (i as usize % 7) * 16));
+            syscalls.push((true, req));
+
+            // Every eighth answer is large: 12 KiB of DATA, one frame per
+            // write and small enough to be captured whole (a larger write
+            // would be cut at the capture size and flag the stream).
+            let body = grpc_message(if i % 8 == 7 { 12 * 1024 } else { 180 });
+            let mut resp = Vec::new();
+            frame(&mut resp, HEADERS, END_HEADERS, stream, &resp_block);
+            for part in body.chunks(4000) {
+                frame(&mut resp, DATA, 0, stream, part);
+                if body.len() > 4000 {
+                    syscalls.push((false, std::mem::take(&mut resp)));
+                }
+            }
+            frame(&mut resp, HEADERS, END_HEADERS | END_STREAM, stream, &trailers);
+            syscalls.push((false, resp));
+        }
+        (syscalls, calls as usize)
+    }
+}
+
+/// Feeds the h2c conversation to a new session; returns the clean gRPC exchanges.
+fn parse_h2c(syscalls: &[(bool, Vec<u8>)]) -> usize {
+    let mut session = Http2Session::new(false);
+    let mut ok = 0;
+    let mut ns = 1_000_000u64;
+    for (client, bytes) in syscalls {
+        let chunk =
+            Chunk { data: &bytes[..bytes.len().min(CAPTURE_SIZE)], size: bytes.len() as u64, enter_ns: ns, exit_ns: ns + 2_000 };
+        ns += 10_000;
+        let events =
+            if *client { session.on_client_bytes(black_box(&chunk)) } else { session.on_server_bytes(black_box(&chunk)) };
+        ok += events
+            .iter()
+            .filter(|e| matches!(e, Http2Event::Exchange(x) if x.error.is_none() && x.grpc_status == Some(0)))
+            .count();
+    }
+    black_box(ok)
+}
+
+fn bench_http2(c: &mut Criterion) {
+    let (syscalls, calls) = h2c::grpc_unary_calls(32);
+    assert_eq!(parse_h2c(&syscalls), calls, "every gRPC call must complete with grpc-status 0");
+    let bytes: u64 = syscalls.iter().map(|(_, b)| b.len().min(CAPTURE_SIZE) as u64).sum();
+    println!("kspan-bench: http2/grpc_unary bytes={bytes} syscalls={} exchanges={calls}", syscalls.len());
+    let mut group = c.benchmark_group("http2");
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function("grpc_unary", |b| b.iter(|| parse_h2c(&syscalls)));
+    group.finish();
+}
+
 /// A ring-buffer data record: header plus a typical 512-byte request.
 fn data_record(payload: usize) -> Vec<u8> {
     let header = DataEvent {
@@ -269,5 +434,5 @@ fn bench_decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_http1, bench_decode);
+criterion_group!(benches, bench_http1, bench_http2, bench_decode);
 criterion_main!(benches);

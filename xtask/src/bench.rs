@@ -122,6 +122,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     // Section numbers (the issue's) this run rewrites in RESULTS.md.
     let mut rerun: Vec<&str> = Vec::new();
     let mut attempt = |keys: &[&'static str], name: &str, r: anyhow::Result<Vec<report::Section>>| {
+        eprintln!("bench: {name} done at {:.0} s", started.elapsed().as_secs_f64());
         rerun.extend(keys);
         match r {
             Ok(s) => sections.extend(s),

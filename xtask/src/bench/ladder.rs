@@ -134,6 +134,18 @@ fn level(ctx: &Ctx, nginx: &Nginx, receiver: &mut Receiver, label: String, load:
 
 fn cost_section(ctx: &Ctx, levels: &[Level]) -> Section {
     let mut s = Section::new("3. Agent cost per span (nginx)");
+    s.result = Some(format!(
+        "total CPU per span (kspan user+sys + BPF) {}; target <= {MAX_US_PER_SPAN} µs/span.",
+        levels
+            .iter()
+            .filter(|l| ctx.quick || ["~1k req/s", "~10k req/s", "max"].contains(&l.label.as_str()))
+            .map(|l| {
+                let t = l.total_us_per_span();
+                format!("{:.1} µs at {} req/s ({})", t, num(l.wrk.rps), if t <= MAX_US_PER_SPAN { "PASS" } else { "MISS" })
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     let mut t = Table::new(&[
         "level",
         "achieved req/s",
@@ -224,7 +236,7 @@ fn loss_section(ctx: &Ctx, levels: &[Level]) -> Section {
     s.tables.push(t);
     let best = levels.iter().filter(|l| l.lossless()).map(|l| l.wrk.rps).fold(f64::NAN, f64::max);
     let first_loss = levels.iter().find(|l| !l.lossless());
-    s.note(match (best.is_finite(), first_loss) {
+    s.result = Some(match (best.is_finite(), first_loss) {
         (true, None) => format!("**Highest lossless rate measured: {} req/s** (no level lost anything, max included).", num(best)),
         (true, Some(l)) => format!(
             "**Highest lossless rate measured: {} req/s**; loss starts at level {} ({} req/s).",

@@ -58,6 +58,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         Ok(rss)
     };
 
+    wait_next_metrics(&kspan);
     let idle = phase("idle (attached, no traffic)".into(), &kspan)?;
     let holder = hold_connections(ctx, &dir, idle_conns, nginx.port)?;
     wait_next_metrics(&kspan);
@@ -92,6 +93,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let final_rss = rows.last().map_or(0, |r| r.1);
 
     let mut s = Section::new("5. Memory (kspan VmRSS)");
+    let with_idle = rows.get(1).map_or(0, |r| r.1);
+    s.result = Some(format!(
+        "idle {}; with {idle_conns} idle connections {} ({:+.1} MiB); after {done} short-lived connections {}.",
+        mib(idle),
+        mib(with_idle),
+        (with_idle as f64 - idle as f64) / 1024.0,
+        mib(final_rss)
+    ));
     let mut t = Table::new(&["phase", "kspan VmRSS", "vs idle", "connections tracked (kspan metric)"]);
     for (name, rss, conns) in &rows {
         t.row(vec![
@@ -116,7 +125,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     s.note(format!(
         "nginx as in table 1a, kspan `--open-ports <nginx port> --print none --metrics-interval 1` exporting to the \
          receiver. Idle connections: a Python client opens them one by one, sends one GET on each, reads the answer \
-         and holds them (RLIMIT_NOFILE raised). Short-lived: `wrk -t2 -c16 -H 'Connection: close'` in 2 s rounds \
+         and holds them (RLIMIT_NOFILE raised). Short-lived: `wrk -t2 -c16 -H 'Connection: close'` in 1 s rounds \
          until {churn} connections ({errors} socket errors); {} spans received, kspan final counters: \
          events_dropped_ringbuf={} spans_dropped_queue_full={}.",
         spans.total,

@@ -62,14 +62,14 @@ struct Service<'a> {
     url: String,
     port: u16,
     pid: u32,
-    /// nginx: master + worker, summed over the process group.
-    group: bool,
+    /// nginx: master + worker, summed.
+    tree: bool,
     receiver: &'a mut Receiver,
 }
 
 impl Service<'_> {
     fn app_cpu(&self) -> f64 {
-        if self.group { procs::group_cpu_seconds(self.pid) } else { procs::cpu_seconds(self.pid).unwrap_or(f64::NAN) }
+        if self.tree { procs::tree_cpu_seconds(self.pid) } else { procs::cpu_seconds(self.pid).unwrap_or(f64::NAN) }
     }
 }
 
@@ -103,10 +103,16 @@ pub fn nginx(ctx: &Ctx) -> anyhow::Result<Section> {
     let dir = ctx.scratch("overhead-nginx")?;
     let nginx = Nginx::start(&dir)?;
     let mut receiver = Receiver::start(&ctx.test_venv, &dir, "nginx")?;
-    let mut svc = Service { url: nginx.url(), port: nginx.port, pid: nginx.proc.pid(), group: true, receiver: &mut receiver };
-    let variants = [Variant::Baseline, Variant::Kspan, Variant::KspanNoExport];
-    let summaries = measure(ctx, &mut svc, &variants, None, &dir)?;
+    let mut svc = Service { url: nginx.url(), port: nginx.port, pid: nginx.proc.pid(), tree: true, receiver: &mut receiver };
+    // The no-export variant only explains the exporting one: --quick skips it.
+    let variants: &[Variant] = if ctx.quick {
+        &[Variant::Baseline, Variant::Kspan]
+    } else {
+        &[Variant::Baseline, Variant::Kspan, Variant::KspanNoExport]
+    };
+    let summaries = measure(ctx, &mut svc, variants, None, &dir)?;
     let mut s = Section::new("1a. Overhead on a traced service: nginx");
+    s.result = Some(headline(&summaries, Variant::Kspan, true));
     s.tables.push(raw_table(&summaries));
     s.tables.push(verdict_table(&summaries, true));
     s.note(
@@ -114,7 +120,7 @@ pub fn nginx(ctx: &Ctx) -> anyhow::Result<Section> {
          127.0.0.1; kspan runs `--open-ports <nginx port> --print none` exporting OTLP/gRPC to tests/otlp_receiver.py.",
     );
     s.note(
-        "`kspan attached, no export`: the same kspan with no OTLP endpoint (spans are built, then dropped), to tell \
+        "`kspan attached, no export` (not in --quick): the same kspan with no OTLP endpoint (spans are built, then dropped), to tell \
          kspan's own cost from that of exporting and of the Python receiver, which shares the 2 cores.",
     );
     common_notes(ctx, &mut s);
@@ -141,12 +147,13 @@ pub fn python(ctx: &Ctx, with_otel: bool) -> anyhow::Result<(Section, Option<Sec
     if with_otel {
         variants.push(Variant::OtelSdk);
     }
-    let mut svc = Service { url: app.url(), port: app.port, pid: app.proc.pid(), group: false, receiver: &mut receiver };
+    let mut svc = Service { url: app.url(), port: app.port, pid: app.proc.pid(), tree: false, receiver: &mut receiver };
     let otel = otel_app.as_ref().map(|a| (a.url(), a.proc.pid()));
     let summaries = measure(ctx, &mut svc, &variants, otel.as_ref(), &dir)?;
 
     let plain: Vec<&Summary> = summaries.iter().filter(|s| s.variant != Variant::OtelSdk).collect();
     let mut s1 = Section::new("1b. Overhead on a traced service: Python (Flask) app");
+    s1.result = Some(headline(&summaries, Variant::Kspan, false));
     s1.tables.push(raw_table_refs(&plain));
     s1.tables.push(verdict_table_refs(&plain, false));
     s1.note(
@@ -157,6 +164,11 @@ pub fn python(ctx: &Ctx, with_otel: bool) -> anyhow::Result<(Section, Option<Sec
 
     let s2 = with_otel.then(|| {
         let mut s2 = Section::new("2. Against the in-process alternative: OpenTelemetry Python SDK");
+        s2.result = Some(format!(
+            "kspan: {}. OpenTelemetry SDK: {}.",
+            headline(&summaries, Variant::Kspan, false),
+            headline(&summaries, Variant::OtelSdk, false)
+        ));
         s2.tables.push(sdk_table(&summaries));
         s2.note(
             "Same app and rotation as 1b: the SDK variant is the same chain_app.py started with \
@@ -390,6 +402,29 @@ fn verdict_table_refs(sums: &[&Summary], targets: bool) -> Table {
         t.row(row);
     }
     t
+}
+
+/// `max: throughput -x%, p99 +y%; moderate (...): ...` for one variant.
+fn headline(sums: &[Summary], variant: Variant, targets: bool) -> String {
+    let mut parts = Vec::new();
+    for base in sums.iter().filter(|s| s.variant == Variant::Baseline) {
+        let Some(v) = sums.iter().find(|s| s.variant == variant && s.profile == base.profile) else { continue };
+        let loss = -change_pct(base.rps(), v.rps());
+        let p99 = change_pct(base.p99(), v.p99());
+        let profile = base.profile.split(" (").next().unwrap_or(&base.profile);
+        parts.push(if targets {
+            let pass = |v: f64, limit: f64| if v <= limit { "PASS" } else { "**MISS**" };
+            format!(
+                "{profile}: throughput loss {loss:.1}% ({} <= {MAX_THROUGHPUT_LOSS_PCT}%), p99 {} ({} <= {MAX_P99_INCREASE_PCT}%)",
+                pass(loss, MAX_THROUGHPUT_LOSS_PCT),
+                pct(p99),
+                pass(p99, MAX_P99_INCREASE_PCT)
+            )
+        } else {
+            format!("{profile}: throughput loss {loss:.1}%, p99 {}", pct(p99))
+        });
+    }
+    parts.join("; ")
 }
 
 fn verdict(value: f64, limit: f64) -> String {

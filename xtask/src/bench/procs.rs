@@ -3,7 +3,6 @@
 
 use std::{
     fs,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -15,9 +14,9 @@ use anyhow::Context as _;
 /// time to a run, long enough not to burn a core the benchmark needs.
 pub const POLL: Duration = Duration::from_millis(20);
 
-/// A started process, stopped with SIGTERM (then SIGKILL for its whole
-/// process group) when dropped, so an error anywhere in a benchmark never
-/// leaves a server, kspan or receiver behind.
+/// A started process, stopped with SIGTERM (then SIGKILL, children
+/// included) when dropped, so an error anywhere in a benchmark never leaves
+/// a server, kspan or receiver behind.
 pub struct Proc {
     pub name: String,
     child: Option<Child>,
@@ -26,13 +25,13 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `cmd` in its own process group with output in `log`.
+    /// Starts `cmd` with stdout and stderr in `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> anyhow::Result<Proc> {
         let out = fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("duplicating the log fd")?;
-        // Own process group: nginx workers and any helper children die with
-        // their parent when the group is killed.
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        // Same process group as xtask: a Ctrl-C at the terminal, which ends
+        // xtask without running its Drop guards, reaches these too.
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
         Ok(Proc { name: name.to_string(), child: Some(child), log: log.to_path_buf() })
     }
@@ -74,25 +73,28 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, wait up to `grace`, then SIGKILL the group. Returns the
+    /// SIGTERM, wait up to `grace`, then SIGKILL it and its children. Returns the
     /// exit status and whether it had to be killed.
     pub fn stop(&mut self, grace: Duration) -> Option<(ExitStatus, bool)> {
         let mut child = self.child.take()?;
         let pid = child.id();
         if let Ok(Some(st)) = child.try_wait() {
-            signal_group(pid, "KILL"); // leftovers (nginx workers) of a dead leader
             return Some((st, false));
         }
         signal(pid, "TERM");
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = child.try_wait() {
-                signal_group(pid, "KILL");
                 return Some((st, false));
             }
             std::thread::sleep(POLL);
         }
-        signal_group(pid, "KILL");
+        // Children first (nginx's worker would outlive a killed master).
+        let kids = children(pid);
+        signal(pid, "KILL");
+        for k in kids {
+            signal(k, "KILL");
+        }
         child.wait().ok().map(|st| (st, true))
     }
 }
@@ -113,8 +115,18 @@ fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 
-fn signal_group(pgid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg("--").arg(format!("-{pgid}")).stderr(Stdio::null()).status();
+/// Direct children of `pid` (parent pid, field 4 of /proc/PID/stat).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| stat_field(*p, 1) == Some(pid))
+        .collect()
+}
+
+/// Numeric field `n` (0 = state) after the comm of /proc/PID/stat.
+fn stat_field(pid: u32, n: usize) -> Option<u32> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.split_whitespace().nth(n)?.parse().ok()
 }
 
 pub fn tail(text: &str) -> String {
@@ -188,19 +200,10 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / clock_ticks() as f64)
 }
 
-/// CPU seconds of a process and all its threads' children: nginx master +
-/// workers are read as one by summing the process group members.
-pub fn group_cpu_seconds(pgid: u32) -> f64 {
-    let Ok(dir) = fs::read_dir("/proc") else { return 0.0 };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| {
-                let rest = s.rsplit_once(')')?.1.to_string();
-                rest.split_whitespace().nth(2)?.parse::<u32>().ok()
-            }) == Some(pgid)
-        })
-        .filter_map(|pid| cpu_seconds(pid).ok())
-        .sum()
+/// CPU seconds of a process and its live children: nginx's master and
+/// worker are read as one.
+pub fn tree_cpu_seconds(pid: u32) -> f64 {
+    std::iter::once(pid).chain(children(pid)).filter_map(|p| cpu_seconds(p).ok()).sum()
 }
 
 fn clock_ticks() -> u64 {

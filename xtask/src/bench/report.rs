@@ -3,6 +3,8 @@
 /// One benchmark's part of RESULTS.md.
 pub struct Section {
     pub title: String,
+    /// One-line outcome, printed under the title.
+    pub result: Option<String>,
     pub tables: Vec<Table>,
     /// How measured, and what the reader should know (bullets).
     pub notes: Vec<String>,
@@ -10,7 +12,7 @@ pub struct Section {
 
 impl Section {
     pub fn new(title: &str) -> Section {
-        Section { title: title.to_string(), tables: Vec::new(), notes: Vec::new() }
+        Section { title: title.to_string(), result: None, tables: Vec::new(), notes: Vec::new() }
     }
 
     pub fn note(&mut self, text: impl Into<String>) {
@@ -19,6 +21,9 @@ impl Section {
 
     pub fn markdown(&self) -> String {
         let mut s = format!("## {}\n\n", self.title);
+        if let Some(r) = &self.result {
+            s += &format!("**Result:** {r}\n\n");
+        }
         for t in &self.tables {
             s += &t.markdown();
             s.push('\n');
