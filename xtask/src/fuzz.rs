@@ -37,7 +37,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             .status()
             .with_context(|| format!("running fuzz target {target}"))?;
         if !status.success() {
-            save_artifacts(&root, target)?;
+            // A crash leaves an input behind; anything else is a failed run.
+            anyhow::ensure!(save_artifacts(&root, target)? > 0, "fuzz target {target} did not run: {status}");
             crashed.push(*target);
         }
     }
@@ -53,13 +54,16 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn save_artifacts(root: &Path, target: &str) -> anyhow::Result<()> {
+/// Copies crash inputs into the regression fixtures; returns how many.
+fn save_artifacts(root: &Path, target: &str) -> anyhow::Result<usize> {
     let artifacts = root.join("agent/fuzz/artifacts").join(target);
     let dest = root.join("tests/fuzz_regressions").join(target);
     std::fs::create_dir_all(&dest)?;
+    let mut saved = 0;
     for entry in std::fs::read_dir(&artifacts).into_iter().flatten().flatten() {
         std::fs::copy(entry.path(), dest.join(entry.file_name()))?;
         eprintln!("xtask: saved {} as a regression fixture", entry.path().display());
+        saved += 1;
     }
-    Ok(())
+    Ok(saved)
 }
