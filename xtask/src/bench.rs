@@ -182,7 +182,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 /// Installs what is missing and builds kspan (release).
 fn prepare(opts: &Options, needs_agent: bool, needs_sdk: bool) -> anyhow::Result<Ctx> {
     setup::run(&setup::Options::default())?;
-    ensure_packages()?;
+    setup::ensure_debian_packages(BENCH_PACKAGES)?;
     let root = workspace_root();
     let kspan = match &opts.kspan_bin {
         Some(p) => p.canonicalize().with_context(|| format!("kspan binary {}", p.display()))?,
@@ -195,25 +195,6 @@ fn prepare(opts: &Options, needs_agent: bool, needs_sdk: bool) -> anyhow::Result
     let bench_venv = if needs_sdk { Some(ensure_bench_venv()?) } else { None };
     let scratch_root = root.join("target/bench");
     Ok(Ctx { quick: opts.quick, kspan, test_venv: setup::test_venv(), bench_venv, scratch_root })
-}
-
-fn ensure_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> =
-        BENCH_PACKAGES.iter().filter(|(_, bin)| !Path::new(bin).exists()).map(|(pkg, _)| *pkg).collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("bench: installing Debian packages {missing:?}");
-    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-    run_cmd(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    // The nginx package starts a system nginx on :80; the bench runs its own.
-    let _ = Command::new("systemctl").args(["disable", "--now", "nginx"]).output();
-    Ok(())
 }
 
 /// A venv apart from the test one, so the SDK's packages never change what

@@ -33,7 +33,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     ensure_nightly()?;
     ensure_bpf_linker()?;
     if !opts.toolchain_only {
-        ensure_debian_packages()?;
+        ensure_debian_packages(TEST_PACKAGES)?;
         ensure_test_venv()?;
     }
     Ok(())
@@ -94,9 +94,10 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_debian_packages() -> anyhow::Result<()> {
+/// Installs the (package, command) pairs whose command is missing.
+pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     let missing: Vec<&str> =
-        TEST_PACKAGES.iter().filter(|(_, bin)| !Path::new(bin).exists()).map(|(pkg, _)| *pkg).collect();
+        packages.iter().filter(|(_, bin)| !Path::new(bin).exists()).map(|(pkg, _)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -108,7 +109,7 @@ fn ensure_debian_packages() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    // The package starts a system nginx on :80; tests run their own.
+    // The package starts a system nginx on :80; tests and benches run their own.
     let _ = Command::new("systemctl").args(["disable", "--now", "nginx"]).output();
     Ok(())
 }
