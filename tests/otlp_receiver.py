@@ -179,13 +179,14 @@ def span_record(transport, encoding, headers, request_seq, resource_spans, scope
 # ---------------------------------------------------------------------------
 
 class Sink:
-    def __init__(self, out_path: str, fail_first: int):
+    def __init__(self, out_path: str, fail_first: int, count_only: bool = False):
         # O_TRUNC: every receiver run starts with an empty file, so a reused
         # path never mixes spans from an earlier test. O_APPEND + one write
         # per request keeps lines whole for concurrent readers.
         self.fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         self.lock = threading.Lock()
         self.fail_first = fail_first
+        self.count_only = count_only
         self.requests = 0
 
     def next_request(self) -> tuple[int, bool]:
@@ -196,6 +197,8 @@ class Sink:
 
     def record(self, transport: str, encoding: str, headers: dict, seq: int,
                req: trace_service_pb2.ExportTraceServiceRequest) -> int:
+        if self.count_only:
+            return self._record_counts(req)
         lines = []
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
@@ -210,6 +213,20 @@ class Sink:
                     n = os.write(self.fd, view)
                     view = view[n:]
         return len(lines)
+
+    def _record_counts(self, req) -> int:
+        # One line per request instead of one per span: benchmarks need the
+        # totals, and JSON per span made this receiver the busiest process
+        # on the machine it shares with what is measured.
+        total = server = 0
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                total += len(ss.spans)
+                server += sum(1 for span in ss.spans if span.kind == trace_pb2.Span.SPAN_KIND_SERVER)
+        line = json.dumps({"batch_total": total, "batch_server": server}) + "\n"
+        with self.lock:
+            os.write(self.fd, line.encode())
+        return total
 
     def close(self) -> None:
         os.close(self.fd)
@@ -427,6 +444,8 @@ def main(argv=None) -> int:
     ap.add_argument("--http-port", type=int, required=True, help="0 = ephemeral")
     ap.add_argument("--out", required=True, help="JSON-lines file, one line per span")
     ap.add_argument("--ready-file", help="written with the bound ports once serving")
+    ap.add_argument("--count-only", action="store_true",
+                    help="write one {batch_total, batch_server} line per request, not one per span")
     ap.add_argument("--fail-first", type=int, default=0,
                     help="answer UNAVAILABLE/503 to the first N export requests")
     args = ap.parse_args(argv)
@@ -437,7 +456,7 @@ def main(argv=None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    sink = Sink(args.out, args.fail_first)
+    sink = Sink(args.out, args.fail_first, args.count_only)
     grpc_server = None
     try:
         grpc_server, grpc_port = start_grpc(sink, args.grpc_port)

@@ -161,7 +161,8 @@ fn submit(
         h.exit_ns = exit_ns;
         h.size = size;
         let record = core::slice::from_raw_parts(scratch as *const u8, DATA_EVENT_SIZE + captured);
-        if EVENTS.output::<[u8]>(record, crate::maps::wakeup_flags()).is_err() {
+        let flags = crate::maps::output_wakeup_flags((DATA_EVENT_SIZE + captured + 8) as u64);
+        if EVENTS.output::<[u8]>(record, flags).is_err() {
             count(Counter::RingbufDropped);
         }
     }

@@ -108,7 +108,7 @@ fn register(tgid: u32, tid: u32, fd: i32, sock: &SocketInfo, role: Role, call: C
             }
         }
     }
-    entry.submit(crate::maps::wakeup_flags());
+    entry.submit(crate::maps::submit_wakeup_flags::<ConnEvent>());
     conn_id
 }
 
@@ -169,7 +169,7 @@ fn emit_close(tgid: u32, tid: u32, fd: i32, conn_id: u64, role: u8, call: Call) 
         (*ev).conn_id = conn_id;
         (*ev).ts_ns = bpf_ktime_get_ns();
     }
-    entry.submit(crate::maps::wakeup_flags());
+    entry.submit(crate::maps::submit_wakeup_flags::<ConnEvent>());
 }
 
 /// `--open-ports`: a process that connects to or accepts on a watched port

@@ -448,7 +448,7 @@ fn report(t: &Tuple, pid_tgid: u64, ids: &[u8; 24]) {
     match EVENTS.reserve::<InjectEvent>(0) {
         Some(mut entry) => {
             entry.write(ev);
-            entry.submit(crate::maps::wakeup_flags());
+            entry.submit(crate::maps::submit_wakeup_flags::<InjectEvent>());
         }
         None => count(Counter::ControlDropped),
     }

@@ -166,7 +166,7 @@ fn emit_proc(kind: EventKind, tgid: u32, tid: u32, child: u32) {
         return;
     };
     entry.write(ProcEvent { kind: kind as u8, _pad: [0; 3], tgid, tid, child, ts_ns: unsafe { bpf_ktime_get_ns() } });
-    entry.submit(crate::maps::wakeup_flags());
+    entry.submit(crate::maps::submit_wakeup_flags::<ProcEvent>());
 }
 
 fn try_fork(ctx: &TracePointContext) -> Result<(), i32> {
@@ -186,7 +186,9 @@ fn try_fork(ctx: &TracePointContext) -> Result<(), i32> {
 }
 
 fn try_exit_task() -> Result<(), i32> {
-    let (_, tgid, tid) = current();
+    let (pid_tgid, tgid, tid) = current();
+    // A thread that dies inside a traced syscall never reaches its exit.
+    let _ = PENDING.remove(&pid_tgid);
     if tid != tgid {
         let _ = PID_FILTER.remove(&tid);
         return Ok(());

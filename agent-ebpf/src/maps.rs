@@ -59,9 +59,11 @@ pub fn setting(field: &u32) -> u32 {
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
 /// Arguments of a syscall between its enter and exit tracepoints, by
-/// pid_tgid.
+/// pid_tgid. A plain hash, not LRU: an LRU insert costs several times a
+/// preallocated one on every traced syscall, and entries cannot go stale
+/// (the exit removes them, and so does the thread's death).
 #[map]
-pub static PENDING: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
+pub static PENDING: HashMap<u64, PendingCall> = HashMap::with_max_entries(16384, 0);
 
 /// Sockets we know, by `tgid << 32 | fd`.
 #[map]
@@ -156,19 +158,33 @@ pub struct SockOwner {
     pub _pad: [u8; 7],
 }
 
-/// Bytes waiting in the ring before a record wakes user space. Below it,
-/// records are submitted without a wakeup and user space drains on a short
-/// timer: a wakeup per record costs the agent more in context switches than
-/// all its parsing.
+/// Bytes waiting in the ring that wake user space. Only the record that
+/// carries the backlog across this mark asks for a wakeup: a wakeup is an
+/// irq_work IPI (a VM exit under virtualisation), and asking on every record
+/// while the consumer is behind cost more than all of kspan's parsing. User
+/// space also drains on a short timer, so a crossing missed in a race
+/// between CPUs delays records by at most that tick.
 const WAKEUP_BYTES: u64 = 64 * 1024;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
-/// Submit flags for a record in `EVENTS`.
 #[inline(always)]
-pub fn wakeup_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+fn crossing_flags(before: u64, len: u64) -> u64 {
+    if before < WAKEUP_BYTES && before + len >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+}
+
+/// Flags for `EVENTS.output` of a `len`-byte record (queried before it is in the ring).
+#[inline(always)]
+pub fn output_wakeup_flags(len: u64) -> u64 {
+    crossing_flags(EVENTS.query(BPF_RB_AVAIL_DATA), len)
+}
+
+/// Flags for submitting a reserved record of type `T` (already counted in the ring).
+#[inline(always)]
+pub fn submit_wakeup_flags<T>() -> u64 {
+    let len = core::mem::size_of::<T>() as u64 + 8;
+    crossing_flags(EVENTS.query(BPF_RB_AVAIL_DATA).saturating_sub(len), len)
 }
 
 #[inline(always)]

@@ -63,7 +63,7 @@ pub fn on_data(pending: &PendingCall, pid_tgid: u64, egress: bool) {
         conn_id: pending.conn_id,
         trace_id,
     });
-    entry.submit(crate::maps::wakeup_flags());
+    entry.submit(crate::maps::submit_wakeup_flags::<ThreadCtxEvent>());
 }
 
 /// Whether the bytes just captured on this CPU begin with a request line.

@@ -104,7 +104,10 @@ impl Agent {
     /// Processes already running when kspan starts join the allow-list here;
     /// later ones join in the kernel (ports, fork) or on exec (exe path).
     fn seed_allow_list(&mut self, ports: Option<&procfs::PortSet>) -> anyhow::Result<()> {
-        let mut pids = self.config.pids.clone();
+        // `--pid` means the process and its children: those forked later
+        // join in the kernel, those already running (an nginx master's
+        // workers) join here.
+        let mut pids = procfs::with_descendants(Path::new(PROC_ROOT), &self.config.pids);
         if let Some(ports) = ports {
             pids.extend(procfs::pids_listening_or_connected_on(Path::new(PROC_ROOT), ports));
         }
@@ -288,6 +291,7 @@ impl Agent {
         self.metrics.log(
             kernel[Counter::RingbufDropped as usize] + kernel[Counter::ControlDropped as usize],
             kernel[Counter::SocketCalls as usize],
+            &self.conns.stats,
             self.conns.len(),
             self.streams.len(),
         );

@@ -4,6 +4,9 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use kspan::{agent, config};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = config::Cli::parse().into_config()?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid --log filter")?;
@@ -15,8 +18,10 @@ fn main() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         tracing::warn!("not running as root: loading eBPF programs will likely fail");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the event loop and the exporter take turns. Handing each
+    // span to an exporter on another worker cost a cross-thread wakeup
+    // (futex) per span, more than building it; the work is sequential anyway.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -47,7 +47,7 @@ impl Metrics {
     }
 
     /// One structured line with every counter.
-    pub fn log(&self, kernel_dropped: u64, socket_calls: u64, connections: usize, streams: usize) {
+    pub fn log(&self, kernel_dropped: u64, socket_calls: u64, conns: &crate::conntrack::ConnStats, connections: usize, streams: usize) {
         let e = &self.export;
         tracing::info!(
             events = self.events.get(),
@@ -56,6 +56,8 @@ impl Metrics {
             bytes_captured = self.bytes_captured.get(),
             decode_errors = self.decode_errors.get(),
             data_without_connection = self.data_without_connection.get(),
+            connections_opened = conns.opened,
+            connections_resolved_procfs = conns.resolved_from_procfs,
             connections_tracked = connections,
             streams_tracked = streams,
             spans = self.spans.get(),

@@ -40,6 +40,8 @@ pub struct ConnStats {
     pub replaced: u64,
     pub evicted: u64,
     pub resolved_from_procfs: u64,
+    /// Connections first met after their socket was torn down.
+    pub dead_on_arrival: u64,
 }
 
 pub struct ConnTable {
@@ -152,6 +154,14 @@ impl ConnTable {
     /// A connection already established when we met it: its addresses come
     /// from the socket inode, its role from whether its local port listens.
     fn resolve_from_procfs(&mut self, conn: &mut Connection, inode: u64) {
+        // A socket the kernel already unhashed (reset, or closed by the
+        // peer and torn down) shows local port 0. It is in no procfs table,
+        // and reading those tables costs milliseconds: a burst of resets
+        // must not turn into a burst of full table scans.
+        if conn.local.is_some_and(|a| a.port() == 0) {
+            self.stats.dead_on_arrival += 1;
+            return;
+        }
         if conn.local.is_none() && inode != 0 {
             if let Ok(Some(entry)) = procfs::find_socket(&self.proc_root, conn.pid, inode) {
                 conn.local = Some(entry.local);
@@ -244,6 +254,18 @@ mod tests {
 
     /// A real pre-existing connection in this test process: role and
     /// addresses come from procfs.
+    #[test]
+    fn torn_down_socket_is_not_looked_up_in_procfs() {
+        let mut t = ConnTable::new(16, Path::new("/nonexistent-proc"));
+        let mut r = rec(1, 10, 3, Role::Unknown, "127.0.0.1:5000");
+        r.call = Call::FirstData;
+        r.local = Some("127.0.0.1:0".parse().unwrap());
+        t.open(&r);
+        assert_eq!(t.stats.dead_on_arrival, 1);
+        assert_eq!(t.stats.resolved_from_procfs, 0);
+        assert_eq!(t.get(1).unwrap().role, Role::Unknown);
+    }
+
     #[test]
     fn resolves_mid_stream_connection_from_procfs() {
         use std::os::fd::AsRawFd;

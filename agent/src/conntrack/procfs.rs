@@ -180,6 +180,43 @@ pub fn listening_ports(proc_root: &Path, pid: u32) -> Result<HashSet<(IpAddr, u1
 /// Processes kspan may not inspect are skipped quietly. The tcp tables are
 /// read once per network namespace, not once per pid; the fd walk is only
 /// done for pids whose netns has a matching socket at all.
+/// `roots` and every process descending from them, from each process's
+/// parent in `/proc/<pid>/stat`.
+pub fn with_descendants(proc_root: &Path, roots: &[u32]) -> Vec<u32> {
+    let mut out: Vec<u32> = roots.to_vec();
+    if roots.is_empty() {
+        return out;
+    }
+    let parents: Vec<(u32, u32)> = std::fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+            Some((pid, parent_of(&stat)?))
+        })
+        .collect();
+    // Breadth-first over generations; `out` doubles as the visited set.
+    let mut frontier = 0;
+    while frontier < out.len() {
+        let parent = out[frontier];
+        frontier += 1;
+        for &(pid, ppid) in &parents {
+            if ppid == parent && !out.contains(&pid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// The ppid field of `/proc/<pid>/stat`: after the `)` closing the comm,
+/// which may itself contain spaces and parentheses.
+fn parent_of(stat: &str) -> Option<u32> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
 pub fn pids_listening_or_connected_on(proc_root: &Path, ports: &PortSet) -> Vec<u32> {
     let dir = match fs::read_dir(proc_root) {
         Ok(dir) => dir,
@@ -325,6 +362,21 @@ impl fmt::Display for PortSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descendants_of_a_root_span_generations_and_odd_comms() {
+        let dir = std::env::temp_dir().join(format!("kspan-desc-{}", std::process::id()));
+        // 10 -> 11 -> 12; 20 unrelated; comm with ") (" must not confuse.
+        for (pid, ppid, comm) in [(10, 1, "nginx"), (11, 10, "nginx: worker ) 3"), (12, 11, "sh"), (20, 1, "x")] {
+            std::fs::create_dir_all(dir.join(pid.to_string())).unwrap();
+            std::fs::write(dir.join(format!("{pid}/stat")), format!("{pid} ({comm}) S {ppid} 1 1 0")).unwrap();
+        }
+        let mut got = with_descendants(&dir, &[10]);
+        got.sort();
+        assert_eq!(got, vec![10, 11, 12]);
+        assert!(with_descendants(&dir, &[]).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::symlink;

@@ -3,9 +3,11 @@
 //! behind a bounded queue that drops, and counts, when full.
 
 pub mod config;
-mod convert;
 mod headers;
 mod otlp;
+mod otlp_json;
+pub mod proto;
+mod transport;
 mod printer;
 mod queue;
 mod ratelimit;
@@ -51,8 +53,6 @@ pub enum ExportError {
         value: String,
         reason: String,
     },
-    #[error("cannot set up the OTLP exporter: {0}")]
-    Build(#[from] opentelemetry_otlp::ExporterBuildError),
     #[error("the exporter must be started inside a tokio runtime")]
     NoRuntime,
     #[error("cannot start the span printer thread: {0}")]

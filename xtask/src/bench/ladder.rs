@@ -54,9 +54,9 @@ impl Level {
         self.per_span_us(self.kspan_cpu_s + self.bpf_ns as f64 / 1e9)
     }
     /// Capture and parsing kept up: nothing dropped before the export queue,
-    /// and a span for both ends (nginx SERVER, wrk CLIENT) of every request.
+    /// and a SERVER span for every request nginx answered.
     fn capture_lossless(&self) -> bool {
-        self.m("events_dropped_ringbuf") == 0 && self.m("spans") >= 2 * self.wrk.requests
+        self.m("events_dropped_ringbuf") == 0 && self.m("spans") >= self.wrk.requests
     }
     /// No request without its SERVER span, and nothing dropped anywhere.
     fn lossless(&self) -> bool {
@@ -103,7 +103,7 @@ fn loads(ctx: &Ctx, want: &Want) -> Vec<(String, Load)> {
 
 fn level(ctx: &Ctx, nginx: &Nginx, receiver: &mut Receiver, label: String, load: Load, dir: &std::path::Path) -> anyhow::Result<Level> {
     let before = receiver.spans.poll()?;
-    let kspan = Kspan::start(&ctx.kspan, &nginx.port.to_string(), Some(receiver.grpc_port), &[], &dir.join(format!("kspan-{}.log", label.replace('/', "_").replace(' ', ""))))?;
+    let kspan = Kspan::start(&ctx.kspan, nginx.proc.pid(), Some(receiver.grpc_port), &[], &dir.join(format!("kspan-{}.log", label.replace('/', "_").replace(' ', ""))))?;
     let ids = kspan.prog_ids()?;
     anyhow::ensure!(!ids.is_empty(), "found no BPF program ids in kspan's fdinfo");
     let (t0, n0) = sysinfo::bpf_run_time(&ids)?;
@@ -178,7 +178,7 @@ fn cost_section(ctx: &Ctx, levels: &[Level]) -> Section {
     }
     s.tables.push(t);
     s.note(
-        "A fresh kspan per level (`--open-ports <nginx port> --print none`, OTLP/gRPC to the receiver). kspan user+sys: \
+        "A fresh kspan per level (`--pid <nginx master> --print none`, OTLP/gRPC to the receiver). kspan user+sys: \
          utime+stime from /proc/<kspan>/stat, read after `kspan ready` and again once kspan has drained its ring \
          buffer after wrk ends (its CPU time stopped moving for 300 ms), so start-up (BTF, attach) is excluded and \
          the last partial export batch (flushed at SIGTERM) is too.",
@@ -192,8 +192,8 @@ fn cost_section(ctx: &Ctx, levels: &[Level]) -> Section {
     s.note(
         "Divided by the spans kspan made (its `spans` counter; the receiver's count is in brackets and is lower when \
          the export queue overflowed, see table 4: dividing by it would charge dropped spans' CPU to the others). \
-         wrk is traced too (it connects to the traced port), so each request yields a SERVER (nginx) and a CLIENT \
-         (wrk) span; `total per request` is the cost of both. Rates other than max \
+         Only nginx is traced (wrk stands in for clients on other hosts), so each request yields one SERVER span. \
+         Rates other than max \
          are approximate (connections pausing 4 ms between requests); the achieved rate is what wrk measured.",
     );
     s.note(

@@ -49,7 +49,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let nginx = Nginx::start(&dir)?;
     let mut receiver = Receiver::start(&ctx.test_venv, &dir, "memory")?;
     // Metrics every second: connections_tracked is read from those lines.
-    let kspan = Kspan::start(&ctx.kspan, &nginx.port.to_string(), Some(receiver.grpc_port), &["--metrics-interval", "1"], &dir.join("kspan.log"))?;
+    let kspan = Kspan::start(&ctx.kspan, nginx.proc.pid(), Some(receiver.grpc_port), &["--metrics-interval", "1"], &dir.join("kspan.log"))?;
     let pid = kspan.pid();
     let mut rows: Vec<(String, u64, Option<u64>)> = Vec::new();
     let mut phase = |name: String, kspan: &Kspan| -> anyhow::Result<u64> {
@@ -123,7 +123,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         _ => "The churn finished in one round, so there is no mid-churn reading to compare with.".into(),
     });
     s.note(format!(
-        "nginx as in table 1a, kspan `--open-ports <nginx port> --print none --metrics-interval 1` exporting to the \
+        "nginx as in table 1a, kspan `--pid <nginx master> --print none --metrics-interval 1` exporting to the \
          receiver. Idle connections: a Python client opens them one by one, sends one GET on each, reads the answer \
          and holds them (RLIMIT_NOFILE raised). Short-lived: `wrk -t2 -c16 -H 'Connection: close'` in 1 s rounds \
          until {churn} connections ({errors} socket errors); {} spans received, kspan final counters: \

@@ -117,7 +117,7 @@ pub fn nginx(ctx: &Ctx) -> anyhow::Result<Section> {
     s.tables.push(verdict_table(&summaries, true));
     s.note(
         "Debian's nginx (1 worker, `sendfile off`, keep-alive, no access log) serving a 1 KiB static file on \
-         127.0.0.1; kspan runs `--open-ports <nginx port> --print none` exporting OTLP/gRPC to tests/otlp_receiver.py.",
+         127.0.0.1; kspan runs `--pid <nginx master> --print none` exporting OTLP/gRPC to tests/otlp_receiver.py.",
     );
     s.note(
         "`kspan attached, no export` (not in --quick): the same kspan with no OTLP endpoint (spans are built, then dropped), to tell \
@@ -203,8 +203,10 @@ fn common_notes(ctx: &Ctx, s: &mut Section) {
         MODERATE_FRACTION * 100.0
     ));
     s.note(
-        "wrk connects to the traced port, so kspan traces wrk as well (CLIENT spans): the cost measured is that of \
-         tracing both ends on this host. CPU columns are utime+stime over the run in % of one core (2 cores = 200%).",
+        "kspan traces the server process and its children (`--pid`), as on a node whose clients are on other \
+         hosts: wrk shares this 2-core host only for want of a second machine, and is not traced (tracing it too \
+         would double the spans per request). All processes, kspan and the receiver included, share the same 2 \
+         cores, so any CPU kspan uses is taken from nginx and wrk at max rate. CPU columns are utime+stime over the run in % of one core (2 cores = 200%).",
     );
 }
 
@@ -297,7 +299,7 @@ fn cpu_of(svc: &Service, pid: u32) -> f64 {
 fn kspan_run(ctx: &Ctx, svc: &mut Service, load: &Load, dir: &std::path::Path, export: bool) -> anyhow::Result<Run> {
     let before = svc.receiver.spans.poll()?;
     let grpc = export.then_some(svc.receiver.grpc_port);
-    let kspan = Kspan::start(&ctx.kspan, &svc.port.to_string(), grpc, &[], &dir.join("kspan.log"))?;
+    let kspan = Kspan::start(&ctx.kspan, svc.pid, grpc, &[], &dir.join("kspan.log"))?;
     let k0 = procs::cpu_seconds(kspan.pid())?;
     let url = svc.url.clone();
     let mut run = plain_run(svc, &url, svc.pid, load, dir)?;

@@ -139,7 +139,7 @@ impl Receiver {
         let _ = fs::remove_file(&ready);
         let mut cmd = Command::new(test_venv.join("bin/python3"));
         cmd.arg(crate::workspace_root().join("tests/otlp_receiver.py"))
-            .args(["--grpc-port", "0", "--http-port", "0", "--out"])
+            .args(["--grpc-port", "0", "--http-port", "0", "--count-only", "--out"])
             .arg(&out)
             .arg("--ready-file")
             .arg(&ready);
@@ -181,8 +181,7 @@ impl std::ops::Sub for SpanCounts {
     }
 }
 
-/// Reads the receiver's JSON-lines file incrementally (it can reach
-/// hundreds of MB in a max-rate run; each poll parses only new lines).
+/// Reads the receiver's per-request count lines incrementally.
 pub struct SpanCounter {
     path: PathBuf,
     offset: u64,
@@ -203,11 +202,11 @@ impl SpanCounter {
         // but a read may still land mid-write.
         let Some(end) = buf.iter().rposition(|b| *b == b'\n') else { return Ok(self.counts) };
         for line in buf[..end].split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let span = json::parse(std::str::from_utf8(line).context("span line is not UTF-8")?)?;
-            self.counts.total += 1;
-            if span.get("kind").and_then(json::Json::as_str) == Some("SERVER") {
-                self.counts.server += 1;
-            }
+            // One line per export request (the receiver's --count-only).
+            let batch = json::parse(std::str::from_utf8(line).context("receiver line is not UTF-8")?)?;
+            let field = |name| batch.get(name).and_then(json::Json::as_f64).map(|n| n as u64);
+            self.counts.total += field("batch_total").context("receiver line without batch_total")?;
+            self.counts.server += field("batch_server").context("receiver line without batch_server")?;
         }
         self.offset += end as u64 + 1;
         Ok(self.counts)
@@ -233,12 +232,14 @@ pub struct Kspan {
 }
 
 impl Kspan {
-    /// kspan tracing `ports` (the server's; wrk, which connects to them, is
-    /// traced too), printing nothing and exporting OTLP/gRPC to `grpc_port`
-    /// (`None`: no endpoint, spans are built and dropped).
-    pub fn start(bin: &Path, ports: &str, grpc_port: Option<u16>, extra: &[&str], log: &Path) -> anyhow::Result<Kspan> {
+    /// kspan tracing the server process and its children (`--pid`), as on a
+    /// node whose clients are elsewhere: wrk shares this host only for want
+    /// of a second one, so it is not traced. Prints nothing and exports
+    /// OTLP/gRPC to `grpc_port` (`None`: no endpoint, spans are built and
+    /// dropped).
+    pub fn start(bin: &Path, server_pid: u32, grpc_port: Option<u16>, extra: &[&str], log: &Path) -> anyhow::Result<Kspan> {
         let mut cmd = Command::new(bin);
-        cmd.args(["--open-ports", ports, "--print", "none"]).args(extra);
+        cmd.args(["--pid", &server_pid.to_string(), "--print", "none"]).args(extra);
         for (k, _) in std::env::vars() {
             if k.starts_with("OTEL_") || k.starts_with("KSPAN_") {
                 cmd.env_remove(k);
