@@ -28,13 +28,23 @@ fn hostile() -> Vec<Vec<u8>> {
     let mut big = b"\x3fGET / HTTP/1.1\r\nX: ".to_vec();
     big.extend(std::iter::repeat_n(b'a', 1 << 20));
     v.push(big);
+    // Database framing with absurd lengths and bottomless nesting.
+    v.push([b"\x00\x00\x00\x00\x08\x04\xd2\x16\x2f".as_slice(), b"Q\x7f\xff\xff\xff", &[b'x'; 64]].concat());
+    v.push([b"\x00".as_slice(), &b"*2147483647\r\n".repeat(200)].concat());
+    v.push([b"\x80\xff\xff\xff\x00\x0a5.7.0\x00".as_slice(), &[0xfe; 512]].concat());
     v
 }
 
 #[test]
 fn parsers_survive_recorded_crashes_and_hostile_input() {
-    let targets: [(&str, fn(&[u8])); 3] =
-        [("http1", fuzzing::http1), ("http2", fuzzing::http2), ("decode", fuzzing::decode)];
+    let targets: [(&str, fn(&[u8])); 6] = [
+        ("http1", fuzzing::http1),
+        ("http2", fuzzing::http2),
+        ("decode", fuzzing::decode),
+        ("postgres", fuzzing::postgres),
+        ("redis", fuzzing::redis),
+        ("mysql", fuzzing::mysql),
+    ];
     for (target, run) in targets {
         replay(target, run);
         for input in hostile() {

@@ -22,6 +22,7 @@ use crate::{
     process::registry::Registry,
     protocol::{
         http1::{Http1Event, Ts},
+        db::DbEvent,
         http2::Http2Event,
     },
     span::{
@@ -266,6 +267,14 @@ impl Agent {
                         Propagation { traceparent: request.traceparent.as_deref(), tracestate: request.tracestate.as_deref() };
                     self.linker.request_started(conn, ev.role, u64::from(*stream_id), &w3c, start_of(first), ev.tid);
                     continue;
+                }
+                AppEvent::Db(_, DbEvent::Started { seq, first }) => {
+                    self.linker.request_started(conn, ev.role, *seq, &Propagation::default(), start_of(first), ev.tid);
+                    continue;
+                }
+                AppEvent::Db(system, DbEvent::Exchange(ex)) => {
+                    let ctx = self.linker.finish(conn.id, ex.seq, ev.pid);
+                    self.builder.db(conn, ev.role, *system, ex, self.registry.resource(ev.pid), ctx)
                 }
                 AppEvent::Http1(Http1Event::Exchange(ex)) => {
                     let ctx = self.linker.finish(conn.id, ex.seq, ev.pid);

@@ -9,8 +9,12 @@ use crate::{
     capture::decode::DataRecord,
     conntrack::Connection,
     protocol::{
+        db::{DbEvent, DbSession, DbSystem},
         http1::{self, Chunk, Http1Event, Http1Session},
         http2::{self, Http2Event, Http2Session},
+        mysql::{self, MysqlSession},
+        postgres::{self, PostgresSession},
+        redis::{self, RedisSession},
     },
 };
 
@@ -19,6 +23,7 @@ use crate::{
 pub enum AppEvent {
     Http1(Http1Event),
     Http2(Http2Event),
+    Db(DbSystem, DbEvent),
 }
 
 /// A parser's output, tagged with where it happened.
@@ -43,6 +48,18 @@ const MID_STREAM_PATIENCE: u8 = 8;
 enum Parser {
     Http1(Box<Http1Session>),
     Http2(Box<Http2Session>),
+    Db(DbSystem, Box<dyn DbSession + Send>),
+}
+
+impl Parser {
+    fn db(system: DbSystem, mid_stream: bool) -> Parser {
+        let session: Box<dyn DbSession + Send> = match system {
+            DbSystem::Postgresql => Box::new(PostgresSession::new(mid_stream)),
+            DbSystem::Mysql => Box::new(MysqlSession::new(mid_stream)),
+            DbSystem::Redis => Box::new(RedisSession::new(mid_stream)),
+        };
+        Parser::Db(system, session)
+    }
 }
 
 enum Session {
@@ -56,6 +73,7 @@ enum Session {
 pub struct StreamStats {
     pub sessions_http1: u64,
     pub sessions_http2: u64,
+    pub sessions_db: u64,
     pub sessions_ignored: u64,
     pub sessions_over_capacity: u64,
     pub bytes_parsed: u64,
@@ -90,6 +108,7 @@ impl Streams {
                     match parser {
                         Parser::Http1(_) => self.stats.sessions_http1 += 1,
                         Parser::Http2(_) => self.stats.sessions_http2 += 1,
+                        Parser::Db(..) => self.stats.sessions_db += 1,
                     }
                     *session = Session::Parsing { parser, role };
                 }
@@ -117,6 +136,11 @@ impl Streams {
                 let ev = if from_client { p.on_client_bytes(&chunk) } else { p.on_server_bytes(&chunk) };
                 (ev.into_iter().map(AppEvent::Http2).collect(), p.is_broken())
             }
+            Parser::Db(system, p) => {
+                let ev = if from_client { p.on_client_bytes(&chunk) } else { p.on_server_bytes(&chunk) };
+                let system = *system;
+                (ev.into_iter().map(|e| AppEvent::Db(system, e)).collect(), p.is_broken())
+            }
         };
         if broken {
             *session = Session::Ignored;
@@ -132,14 +156,16 @@ impl Streams {
         let events: Vec<AppEvent> = match parser {
             Parser::Http1(mut p) => p.on_close(ts_ns, reset).into_iter().map(AppEvent::Http1).collect(),
             Parser::Http2(mut p) => p.on_close(ts_ns, reset).into_iter().map(AppEvent::Http2).collect(),
+            Parser::Db(system, mut p) => p.on_close(ts_ns, reset).into_iter().map(|e| AppEvent::Db(system, e)).collect(),
         };
         events.into_iter().map(|event| ProtocolEvent { pid: conn.pid, tid, role, event }).collect()
     }
 }
 
 /// Recognises the protocol from a connection's bytes and settles its role:
-/// the side that sends a request line or the HTTP/2 preface is the client,
-/// whatever the kernel saw.
+/// the side that sends a request line, the HTTP/2 preface, a database
+/// startup message or command is the client, and the side that sends a
+/// MySQL greeting is the server, whatever the kernel saw.
 fn detect(conn: &Connection, rec: &DataRecord) -> Option<(Parser, Role)> {
     let data = rec.payload;
     let sender = if rec.direction == Direction::Egress { Role::Client } else { Role::Server };
@@ -149,6 +175,15 @@ fn detect(conn: &Connection, rec: &DataRecord) -> Option<(Parser, Role)> {
     }
     if http1::looks_like_request(data) {
         return Some((Parser::Http1(Box::new(Http1Session::new())), sender));
+    }
+    if postgres::looks_like_startup(data) {
+        return Some((Parser::db(DbSystem::Postgresql, false), sender));
+    }
+    if mysql::looks_like_server_greeting(data) {
+        return Some((Parser::db(DbSystem::Mysql, false), receiver));
+    }
+    if redis::looks_like_command(data) {
+        return Some((Parser::db(DbSystem::Redis, conn.mid_stream), sender));
     }
     if !conn.mid_stream {
         return None;
@@ -162,6 +197,14 @@ fn detect(conn: &Connection, rec: &DataRecord) -> Option<(Parser, Role)> {
     // only tell HTTP/2 apart when procfs settled which side is which.
     if conn.role != Role::Unknown && http2::looks_like_frames(data) {
         return Some((Parser::Http2(Box::new(Http2Session::new(true))), conn.role));
+    }
+    // Database connections met mid-stream: only the client's messages have
+    // shapes strict enough to tell the protocol (replies are too generic).
+    if postgres::looks_like_client_messages(data) {
+        return Some((Parser::db(DbSystem::Postgresql, true), sender));
+    }
+    if mysql::looks_like_client_command(data) {
+        return Some((Parser::db(DbSystem::Mysql, true), sender));
     }
     None
 }

@@ -20,6 +20,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nodejs", "/usr/bin/node"),
     ("bpftool", "/usr/sbin/bpftool"),
     ("iproute2", "/usr/sbin/ip"),
+    ("postgresql", "/usr/lib/postgresql/15/bin/initdb"),
+    ("redis-server", "/usr/bin/redis-server"),
+    ("redis-tools", "/usr/bin/redis-cli"),
 ];
 
 #[derive(clap::Args, Default)]
@@ -109,8 +112,11 @@ pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )?;
-    // The package starts a system nginx on :80; tests and benches run their own.
-    let _ = Command::new("systemctl").args(["disable", "--now", "nginx"]).output();
+    // The nginx package starts a system nginx on :80; tests and benches run their own.
+    // So do postgresql and redis-server on their default ports.
+    for service in ["nginx", "postgresql", "redis-server"] {
+        let _ = Command::new("systemctl").args(["disable", "--now", service]).output();
+    }
     Ok(())
 }
 

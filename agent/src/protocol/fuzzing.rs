@@ -4,8 +4,12 @@
 //! arbitrary bytes, arbitrary syscall boundaries, gaps, both directions.
 
 use super::{
+    db::DbSession,
     http1::{Chunk, Http1Session},
     http2::Http2Session,
+    mysql::MysqlSession,
+    postgres::PostgresSession,
+    redis::RedisSession,
 };
 
 /// Cuts `data` into chunks whose sizes, directions and gaps come from the
@@ -48,6 +52,34 @@ pub fn http2(data: &[u8]) {
         }
     }
     session.on_close(u64::MAX, false);
+}
+
+fn db(mut session: impl DbSession, data: &[u8]) {
+    for (from_client, chunk) in chunks(data) {
+        if from_client {
+            session.on_client_bytes(&chunk);
+        } else {
+            session.on_server_bytes(&chunk);
+        }
+    }
+    session.on_close(u64::MAX, data.first().is_some_and(|b| b & 1 == 1));
+}
+
+/// The first byte picks a mid-stream start, as for HTTP/2.
+fn mid_stream(data: &[u8]) -> bool {
+    data.first().is_some_and(|b| b & 2 == 2)
+}
+
+pub fn postgres(data: &[u8]) {
+    db(PostgresSession::new(mid_stream(data)), data);
+}
+
+pub fn redis(data: &[u8]) {
+    db(RedisSession::new(mid_stream(data)), data);
+}
+
+pub fn mysql(data: &[u8]) {
+    db(MysqlSession::new(mid_stream(data)), data);
 }
 
 pub fn decode(data: &[u8]) {

@@ -1,6 +1,7 @@
 //! Turns finished exchanges into spans: kind, timing, semantic-convention
 //! attributes and status. The trace context comes from the linker.
 
+mod db;
 mod grpc;
 mod http;
 
@@ -143,6 +144,27 @@ impl SpanBuilder {
         }
         let view = http::view_http2(ex);
         self.http(conn, role, &view, timing, resource, ctx)
+    }
+
+    /// A database command and its reply.
+    pub fn db(
+        &self,
+        conn: &Connection,
+        role: Role,
+        system: crate::protocol::db::DbSystem,
+        ex: &crate::protocol::db::DbExchange,
+        resource: Arc<Resource>,
+        ctx: TraceCtx,
+    ) -> Result<Span, Skipped> {
+        let timing = Timing {
+            request_first: ex.request_first,
+            response_last: ex.response_last,
+            request_last: ex.request_last,
+            closed_ns: ex.closed_ns,
+        };
+        let kind = kind_of(role);
+        let (name, attrs, status) = db::describe(conn, kind, system, ex);
+        self.finish(kind, name, attrs, status, timing, resource, ctx)
     }
 
     fn http(

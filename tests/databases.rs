@@ -1,0 +1,232 @@
+//! Database spans from real servers and their own clients: PostgreSQL with
+//! psql and Redis with redis-cli, on loopback, as an OTLP receiver got them.
+
+mod support;
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+/// What the password must never become part of.
+const PG_PASSWORD: &str = "kspan-secret-pw";
+
+fn kspan_exporting(receiver: &Receiver, port: u16) -> Kspan {
+    Kspan::start(
+        &["--open-ports", &port.to_string()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .expect("kspan starts")
+}
+
+fn postgres_bin(name: &str) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// A throw-away PostgreSQL cluster on `port`, owned by the `postgres` user
+/// (the server refuses to run as root), with password auth over TCP.
+struct Postgres {
+    dir: TempDir,
+    pg_ctl: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    fn start(port: u16) -> Result<Postgres, String> {
+        let initdb = postgres_bin("initdb").ok_or("initdb not found (Debian package postgresql)")?;
+        let pg_ctl = postgres_bin("pg_ctl").ok_or("pg_ctl not found")?;
+        let dir = TempDir::new().map_err(|e| e.to_string())?;
+        let as_postgres = |cmd: String| {
+            let out = Command::new("su").args(["postgres", "-s", "/bin/sh", "-c", &cmd]).output().map_err(|e| e.to_string())?;
+            if out.status.success() { Ok(()) } else { Err(format!("{cmd}: {}", String::from_utf8_lossy(&out.stderr))) }
+        };
+        Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().map_err(|e| e.to_string())?;
+        let data = dir.join("data");
+        as_postgres(format!("{} -D {} -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null", initdb.display(), data.display()))?;
+        std::fs::write(data.join("pg_hba.conf"), "local all all trust\nhost all all 127.0.0.1/32 password\n")
+            .map_err(|e| e.to_string())?;
+        as_postgres(format!(
+            "{} -D {} -l {} -o '-p {port} -k {} -c listen_addresses=127.0.0.1' -w start >/dev/null",
+            pg_ctl.display(),
+            data.display(),
+            dir.join("log").display(),
+            dir.path().display()
+        ))?;
+        let pg = Postgres { dir, pg_ctl, port };
+        pg.psql_local(&format!("CREATE USER app PASSWORD '{PG_PASSWORD}'"))?;
+        pg.psql_local("CREATE DATABASE shop OWNER app")?;
+        Ok(pg)
+    }
+
+    /// Administration over the unix socket (not traced: TCP only).
+    fn psql_local(&self, sql: &str) -> Result<(), String> {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-U", "postgres", "-h"])
+            .arg(self.dir.path())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-c", sql])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+    }
+
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c"])
+            .arg(format!("{} -D {} -m immediate -w stop", self.pg_ctl.display(), self.dir.join("data").display()))
+            .output();
+    }
+}
+
+#[test]
+fn psql_queries_become_postgresql_client_spans() {
+    if !(require_root() && require_bpf() && require_python()) || require_cmd("psql").is_none() {
+        return;
+    }
+    let port = free_port();
+    let Some(pg) = require("a PostgreSQL server", Postgres::start(port)) else { return };
+    let receiver = Receiver::start().expect("receiver");
+    let kspan = kspan_exporting(&receiver, port);
+
+    // Over TCP with a password, so the startup and auth messages are captured.
+    let script = "CREATE TABLE items (id int, name text);\n\
+                  INSERT INTO items VALUES (1, 'secret-literal');\n\
+                  SELECT name FROM items WHERE id = 1;\n\
+                  SELECT * FROM missing_table;\n";
+    let mut psql = Command::new("psql")
+        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app", "-d", "shop"])
+        .env("PGPASSWORD", PG_PASSWORD)
+        .env("PGSSLMODE", "disable")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    let psql_pid = psql.id();
+    std::io::Write::write_all(psql.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    drop(psql.stdin.take());
+    psql.wait().unwrap();
+
+    let mine = |s: &ReceivedSpan| s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(psql_pid));
+    let spans = receiver
+        .wait_for(WAIT, |all| {
+            let names: Vec<&str> = all.iter().filter(|s| mine(s)).map(|s| s.name.as_str()).collect();
+            ["CREATE items", "INSERT items", "SELECT items", "SELECT missing_table"].iter().all(|n| names.contains(n))
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let client: Vec<&ReceivedSpan> = spans.iter().filter(|s| mine(s)).collect();
+    let by_name = |n: &str| *client.iter().find(|s| s.name == n).unwrap();
+
+    let select = by_name("SELECT items");
+    assert_eq!(select.attr_str("db.system.name"), Some("postgresql"));
+    assert_eq!(select.attr_str("db.namespace"), Some("shop"));
+    assert_eq!(select.attr_str("db.operation.name"), Some("SELECT"));
+    assert_eq!(select.attr_str("db.collection.name"), Some("items"));
+    assert_eq!(select.attr_str("db.query.text"), Some("SELECT name FROM items WHERE id = ?;"));
+    assert_eq!(select.attr_i64("db.response.returned_rows"), Some(1));
+    assert_eq!(select.attr_i64("server.port"), Some(i64::from(port)));
+    assert_eq!(select.status.code, "UNSET");
+    assert_eq!(by_name("INSERT items").attr_str("db.query.text"), Some("INSERT INTO items VALUES (?, ?);"));
+
+    let failed = by_name("SELECT missing_table");
+    assert_eq!(failed.attr_str("db.response.status_code"), Some("42P01"));
+    assert_eq!(failed.status.code, "ERROR");
+    assert!(failed.status.message.contains("missing_table"), "{}", failed.pretty());
+
+    // The server side is traced too (it listens on the port): its SERVER
+    // span of the same query is the child of psql's CLIENT span.
+    let server_select = spans.iter().find(|s| s.kind == "SERVER" && s.name == "SELECT items").expect("server span");
+    assert_eq!(server_select.parent_span_id, select.span_id);
+    assert_eq!(server_select.trace_id, select.trace_id);
+
+    // Metadata, not data: neither the password nor a literal left kspan.
+    for s in &spans {
+        let text = format!("{s:?}");
+        assert!(!text.contains(PG_PASSWORD) && !text.contains("secret-literal"), "leaked: {}", s.pretty());
+    }
+    drop(pg);
+}
+
+/// redis-server on `port`, no persistence.
+fn redis_server(port: u16) -> Server {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+    Server::spawn(cmd, port).expect("redis-server")
+}
+
+#[test]
+fn redis_cli_commands_become_redis_client_spans() {
+    if !(require_root() && require_bpf() && require_python())
+        || require_cmd("redis-server").is_none()
+        || require_cmd("redis-cli").is_none()
+    {
+        return;
+    }
+    let port = free_port();
+    let _server = redis_server(port);
+    let receiver = Receiver::start().expect("receiver");
+    let kspan = kspan_exporting(&receiver, port);
+
+    // One connection, several commands (pipe mode keeps them on it).
+    let mut cli = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli");
+    let cli_pid = cli.id();
+    let commands = "SET user:1 secret-value\nGET user:1\nINCR user:1\nSELECT 1\nHSET h field value\n";
+    std::io::Write::write_all(cli.stdin.as_mut().unwrap(), commands.as_bytes()).unwrap();
+    drop(cli.stdin.take());
+    cli.wait().unwrap();
+
+    let mine = |s: &ReceivedSpan| s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(cli_pid));
+    let spans = receiver
+        .wait_for(WAIT, |all| {
+            let names: Vec<&str> = all.iter().filter(|s| mine(s)).map(|s| s.name.as_str()).collect();
+            ["SET", "GET", "INCR", "SELECT", "HSET"].iter().all(|n| names.contains(n))
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let client: Vec<&ReceivedSpan> = spans.iter().filter(|s| mine(s)).collect();
+    let by_name = |n: &str| *client.iter().find(|s| s.name == n).unwrap();
+
+    let set = by_name("SET");
+    assert_eq!(set.attr_str("db.system.name"), Some("redis"));
+    assert_eq!(set.attr_str("db.operation.name"), Some("SET"));
+    assert_eq!(set.attr_str("db.query.text"), Some("SET user:1 ?"));
+    assert_eq!(set.attr_str("db.namespace"), Some("0"));
+    assert_eq!(set.attr_i64("server.port"), Some(i64::from(port)));
+    let incr = by_name("INCR");
+    assert_eq!(incr.status.code, "ERROR", "INCR on a string fails: {}", incr.pretty());
+    assert_eq!(incr.attr_str("db.response.status_code"), Some("ERR"));
+    assert_eq!(by_name("HSET").attr_str("db.namespace"), Some("1"), "after SELECT 1");
+    // Commands go out in order, one span each.
+    let mut ordered: Vec<&&ReceivedSpan> = client.iter().collect();
+    ordered.sort_by_key(|s| s.start);
+    // redis-cli first asks the server for its command docs.
+    let names: Vec<&str> = ordered.iter().map(|s| s.name.as_str()).filter(|n| *n != "COMMAND DOCS").collect();
+    assert_eq!(names, ["SET", "GET", "INCR", "SELECT", "HSET"]);
+    for s in &spans {
+        assert!(!format!("{s:?}").contains("secret-value"), "leaked: {}", s.pretty());
+    }
+}
