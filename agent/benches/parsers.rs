@@ -15,8 +15,13 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kspan::{
     capture::decode,
     protocol::{
+        db::{DbEvent, DbSession},
         http1::{Chunk, Http1Event, Http1Session},
         http2::{self, Http2Event, Http2Session},
+        mysql::MysqlSession,
+        postgres::PostgresSession,
+        recording,
+        redis::RedisSession,
     },
 };
 use kspan_common::{Call, DATA_EVENT_SIZE, DataEvent, Direction, EventKind, Source};
@@ -434,5 +439,47 @@ fn bench_decode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_http1, bench_http2, bench_decode);
+/// A recorded conversation with a real database server
+/// (tests/recordings), each piece one syscall captured at the default size.
+fn recording(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/recordings").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn replay_db<S: DbSession>(session: fn() -> S, pieces: &[recording::Piece<'_>]) -> usize {
+    let mut s = session();
+    let mut exchanges = 0;
+    let mut ts = 0;
+    for p in pieces {
+        ts += 10;
+        let data = &p.data[..p.data.len().min(CAPTURE_SIZE)];
+        let chunk = Chunk { data, size: p.data.len() as u64, enter_ns: ts, exit_ns: ts + 5 };
+        let events = if p.from_client { s.on_client_bytes(&chunk) } else { s.on_server_bytes(&chunk) };
+        exchanges += events.iter().filter(|e| matches!(e, DbEvent::Exchange(_))).count();
+    }
+    black_box(exchanges)
+}
+
+fn bench_db(c: &mut Criterion) {
+    let cases: [(&str, &str, fn(&[recording::Piece<'_>]) -> usize); 3] = [
+        ("postgres/pgbench_prepared", "postgres-extended.rec", |p| replay_db(|| PostgresSession::new(false), p)),
+        ("redis/benchmark_pipelined", "redis-pipeline.rec", |p| replay_db(|| RedisSession::new(false), p)),
+        ("mysql/cli_session", "mysql-cli.rec", |p| replay_db(|| MysqlSession::new(false), p)),
+    ];
+    for (id, file, run) in cases {
+        let bytes = recording(file);
+        let pieces = recording::parse(&bytes).expect("a valid recording");
+        let exchanges = run(&pieces);
+        assert!(exchanges > 0, "{file} must give exchanges");
+        let captured: u64 = pieces.iter().map(|p| p.data.len().min(CAPTURE_SIZE) as u64).sum();
+        println!("kspan-bench: {id} bytes={captured} syscalls={} exchanges={exchanges}", pieces.len());
+        let (group_name, function) = id.split_once('/').unwrap();
+        let mut group = c.benchmark_group(group_name);
+        group.throughput(Throughput::Bytes(captured));
+        group.bench_function(function, |b| b.iter(|| run(&pieces)));
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_http1, bench_http2, bench_db, bench_decode);
 criterion_main!(benches);

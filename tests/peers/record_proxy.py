@@ -34,7 +34,10 @@ def main():
         while open_ends:
             for key, _ in sel.select():
                 tag, peer = key.data
-                data = key.fileobj.recv(65536)
+                try:
+                    data = key.fileobj.recv(65536)
+                except ConnectionResetError:
+                    data = b""  # a reset ends that side like a close
                 if not data:
                     sel.unregister(key.fileobj)
                     try:

@@ -84,6 +84,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          `http1/small_gets`: 100 minimal GET/200 exchanges (the per-request fixed cost). A fresh `Http1Session` per \
          iteration, events (allocations included) built and counted.",
     );
+    s.note(
+        "`postgres/pgbench_prepared`, `redis/benchmark_pipelined`, `mysql/cli_session`: the PostgreSQL, Redis and \
+         MySQL parsers replaying conversations recorded from real servers (tests/recordings: `pgbench -M prepared` \
+         against PostgreSQL 15, `redis-benchmark -P 16` against Redis 7, a `mariadb` CLI session against MariaDB \
+         10.11), each recorded read one syscall, captured at the default 4096 bytes; a fresh session per iteration.",
+    );
     s.note("`decode/*`: `kspan::capture::decode::decode` on one ring-buffer data record (56-byte header + payload).");
     s.note(
         "`http2/grpc_unary`: `kspan::protocol::http2::Http2Session` on a hand-built h2c (prior knowledge) \
@@ -141,7 +147,7 @@ fn collect(dir: &Path, since: SystemTime) -> anyhow::Result<Vec<Estimate>> {
             }
         }
     }
-    // Parsers first (http1, http2), then decode.
+    // Parsers first (http1, http2, databases), then decode.
     out.sort_by_key(|e| (e.id.starts_with("decode"), e.id.clone()));
     Ok(out)
 }
