@@ -1,5 +1,6 @@
 //! Database spans from real servers and their own clients: PostgreSQL with
-//! psql and Redis with redis-cli, on loopback, as an OTLP receiver got them.
+//! psql, MariaDB with its CLI and Redis with redis-cli, on loopback, as an
+//! OTLP receiver got them.
 
 mod support;
 
@@ -12,8 +13,8 @@ use std::{
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
-/// What the password must never become part of.
-const PG_PASSWORD: &str = "kspan-secret-pw";
+/// The database password: it must never appear in an exported span.
+const DB_PASSWORD: &str = "kspan-secret-pw";
 
 fn kspan_exporting(receiver: &Receiver, port: u16) -> Kspan {
     Kspan::start(
@@ -69,7 +70,7 @@ impl Postgres {
             dir.path().display()
         ))?;
         let pg = Postgres { dir, pg_ctl, port };
-        pg.psql_local(&format!("CREATE USER app PASSWORD '{PG_PASSWORD}'"))?;
+        pg.psql_local(&format!("CREATE USER app PASSWORD '{DB_PASSWORD}'"))?;
         pg.psql_local("CREATE DATABASE shop OWNER app")?;
         Ok(pg)
     }
@@ -115,7 +116,7 @@ fn psql_queries_become_postgresql_client_spans() {
                   SELECT * FROM missing_table;\n";
     let mut psql = Command::new("psql")
         .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app", "-d", "shop"])
-        .env("PGPASSWORD", PG_PASSWORD)
+        .env("PGPASSWORD", DB_PASSWORD)
         .env("PGSSLMODE", "disable")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -162,7 +163,7 @@ fn psql_queries_become_postgresql_client_spans() {
     // Metadata, not data: neither the password nor a literal left kspan.
     for s in &spans {
         let text = format!("{s:?}");
-        assert!(!text.contains(PG_PASSWORD) && !text.contains("secret-literal"), "leaked: {}", s.pretty());
+        assert!(!text.contains(DB_PASSWORD) && !text.contains("secret-literal"), "leaked: {}", s.pretty());
     }
     drop(pg);
 }
@@ -229,4 +230,126 @@ fn redis_cli_commands_become_redis_client_spans() {
     for s in &spans {
         assert!(!format!("{s:?}").contains("secret-value"), "leaked: {}", s.pretty());
     }
+}
+
+/// A throw-away MariaDB server on `port` with a password user `app`.
+struct Mariadb {
+    dir: TempDir,
+    server: Option<std::process::Child>,
+}
+
+impl Mariadb {
+    fn start(port: u16) -> Result<Mariadb, String> {
+        let dir = TempDir::new().map_err(|e| e.to_string())?;
+        let data = dir.join("data");
+        let out = Command::new("mariadb-install-db")
+            .args(["--user=root", "--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .map_err(|e| format!("mariadb-install-db: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let socket = dir.join("mysqld.sock");
+        let server = Command::new("mariadbd")
+            .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-name-resolve"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--log-error={}", dir.join("err.log").display()))
+            .arg(format!("--pid-file={}", dir.join("mysqld.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("mariadbd: {e}"))?;
+        let db = Mariadb { dir, server: Some(server) };
+        let up = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            db.admin("SELECT 1").is_ok()
+        });
+        if !up {
+            return Err(format!("mariadbd did not come up: {}", read_log(&db.dir.join("err.log"))));
+        }
+        db.admin(&format!(
+            "CREATE DATABASE shop; CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}'; \
+             GRANT ALL ON shop.* TO 'app'@'127.0.0.1';"
+        ))?;
+        Ok(db)
+    }
+
+    /// Administration over the unix socket (not traced: TCP only).
+    fn admin(&self, sql: &str) -> Result<(), String> {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "-u", "root", "-S"])
+            .arg(self.dir.join("mysqld.sock"))
+            .args(["-e", sql])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
+#[test]
+fn mariadb_client_queries_become_mysql_client_spans() {
+    if !(require_root() && require_bpf() && require_python())
+        || require_cmd("mariadbd").is_none()
+        || require_cmd("mariadb").is_none()
+    {
+        return;
+    }
+    let port = free_port();
+    let Some(db) = require("a MariaDB server", Mariadb::start(port)) else { return };
+    let receiver = Receiver::start().expect("receiver");
+    let kspan = kspan_exporting(&receiver, port);
+
+    let script = "CREATE TABLE items (id INT, name TEXT);\n\
+                  INSERT INTO items VALUES (1, 'secret-literal');\n\
+                  SELECT name FROM items WHERE id = 1;\n\
+                  SELECT * FROM missing_table;\n";
+    let mut cli = Command::new("mariadb")
+        .args(["--no-defaults", "--skip-ssl", "--force", "-h", "127.0.0.1", "-P", &port.to_string(), "-u", "app", "-D", "shop"])
+        .arg(format!("-p{DB_PASSWORD}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mariadb client");
+    let cli_pid = cli.id();
+    std::io::Write::write_all(cli.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    drop(cli.stdin.take());
+    cli.wait().unwrap();
+
+    let mine = |s: &ReceivedSpan| s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(cli_pid));
+    let spans = receiver
+        .wait_for(WAIT, |all| {
+            let names: Vec<&str> = all.iter().filter(|s| mine(s)).map(|s| s.name.as_str()).collect();
+            ["INSERT items", "SELECT items", "SELECT missing_table"].iter().all(|n| names.contains(n))
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let client: Vec<&ReceivedSpan> = spans.iter().filter(|s| mine(s)).collect();
+    let by_name = |n: &str| *client.iter().find(|s| s.name == n).unwrap();
+
+    let select = by_name("SELECT items");
+    assert_eq!(select.attr_str("db.system.name"), Some("mysql"));
+    assert_eq!(select.attr_str("db.namespace"), Some("shop"));
+    assert_eq!(select.attr_str("db.collection.name"), Some("items"));
+    assert_eq!(select.attr_str("db.query.text"), Some("SELECT name FROM items WHERE id = ?"));
+    assert_eq!(select.attr_i64("db.response.returned_rows"), Some(1));
+    assert_eq!(select.attr_i64("server.port"), Some(i64::from(port)));
+    let failed = by_name("SELECT missing_table");
+    assert_eq!(failed.attr_str("db.response.status_code"), Some("1146"));
+    assert_eq!(failed.status.code, "ERROR");
+    for s in &spans {
+        let text = format!("{s:?}");
+        assert!(!text.contains(DB_PASSWORD) && !text.contains("secret-literal"), "leaked: {}", s.pretty());
+    }
+    drop(db);
 }

@@ -52,6 +52,14 @@ fn arg(ctx: &TracePointContext, index: u32) -> Result<u64, i32> {
     unsafe { ctx.read_at::<u64>(offset as usize) }
 }
 
+/// The first three arguments in one read: each `read_at` is a probe-read
+/// helper call, and every data syscall needs these three.
+#[inline(always)]
+fn args3(ctx: &TracePointContext) -> Result<[u64; 3], i32> {
+    let offset = setting(&KSPAN_SETTINGS.layout.args_offset);
+    unsafe { ctx.read_at::<[u64; 3]>(offset as usize) }
+}
+
 #[inline(always)]
 fn ret(ctx: &TracePointContext) -> Result<i64, i32> {
     let offset = setting(&KSPAN_SETTINGS.layout.ret_offset);
@@ -63,7 +71,8 @@ fn try_enter_data(ctx: &TracePointContext, call: Call) -> Result<(), i32> {
     if !should_trace(tgid) {
         return Ok(());
     }
-    let fd = arg(ctx, 0)? as i32;
+    let [fd, ptr, len] = args3(ctx)?;
+    let fd = fd as i32;
     let Some(conn_id) = conn::lookup_or_learn(tgid, tid, fd) else {
         return Ok(());
     };
@@ -72,8 +81,8 @@ fn try_enter_data(ctx: &TracePointContext, call: Call) -> Result<(), i32> {
         fd,
         call: call as u8,
         _pad: [0; 3],
-        ptr: arg(ctx, 1)?,
-        count: arg(ctx, 2)?,
+        ptr,
+        count: len,
         enter_ns: unsafe { bpf_ktime_get_ns() },
         conn_id,
     };

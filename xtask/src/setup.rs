@@ -23,6 +23,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("postgresql", "/usr/lib/postgresql/15/bin/initdb"),
     ("redis-server", "/usr/bin/redis-server"),
     ("redis-tools", "/usr/bin/redis-cli"),
+    ("mariadb-server", "/usr/sbin/mariadbd"),
+    ("mariadb-client", "/usr/bin/mariadb"),
 ];
 
 #[derive(clap::Args, Default)]
@@ -114,7 +116,7 @@ pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     )?;
     // The nginx package starts a system nginx on :80; tests and benches run their own.
     // So do postgresql and redis-server on their default ports.
-    for service in ["nginx", "postgresql", "redis-server"] {
+    for service in ["nginx", "postgresql", "redis-server", "mariadb"] {
         let _ = Command::new("systemctl").args(["disable", "--now", service]).output();
     }
     Ok(())
