@@ -45,7 +45,7 @@ signal.pause()
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let dir = ctx.scratch("memory")?;
-    let (idle_conns, churn) = if ctx.quick { (2_000, 10_000) } else { (10_000, 100_000) };
+    let (idle_conns, churn) = if ctx.quick { (2_000, 10_000) } else { (10_000, 1_000_000) };
     let nginx = Nginx::start(&dir)?;
     let mut receiver = Receiver::start(&ctx.test_venv, &dir, "memory")?;
     // Metrics every second: connections_tracked is read from those lines.
@@ -73,7 +73,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     // even when the machine makes 10k connections a second.
     let mut marks: Vec<u64> = vec![churn / 2, churn];
     let mut half_row = None;
-    for _ in 0..400 {
+    for _ in 0..600 {
         if done >= churn {
             break;
         }
