@@ -54,36 +54,28 @@ impl OtlpSink {
 }
 
 /// The batch's spans grouped by resource (pid + start time), in order of
-/// first appearance. Sorting keeps each group contiguous without moving
-/// spans into per-resource vectors.
-fn group_by_resource(batch: &mut [Span]) -> Vec<(Arc<Resource>, std::ops::Range<usize>)> {
-    let mut first_seen: Vec<u64> = Vec::new();
-    for span in batch.iter() {
-        if !first_seen.contains(&span.resource.key) {
-            first_seen.push(span.resource.key);
+/// first appearance, as indexes: spans are large, and moving them into
+/// per-resource vectors cost more than encoding them.
+fn group_by_resource(batch: &[Span]) -> Vec<(Arc<Resource>, Vec<u32>)> {
+    let mut groups: Vec<(Arc<Resource>, Vec<u32>)> = Vec::new();
+    for (i, span) in batch.iter().enumerate() {
+        // Few resources per batch: a linear lookup beats hashing.
+        match groups.iter_mut().find(|(r, _)| r.key == span.resource.key) {
+            Some((_, members)) => members.push(i as u32),
+            None => groups.push((Arc::clone(&span.resource), vec![i as u32])),
         }
-    }
-    // Few resources per batch: a linear position lookup beats hashing.
-    batch.sort_by_key(|s| first_seen.iter().position(|k| *k == s.resource.key));
-    let mut groups = Vec::with_capacity(first_seen.len());
-    let mut start = 0;
-    while start < batch.len() {
-        let key = batch[start].resource.key;
-        let end = start + batch[start..].iter().take_while(|s| s.resource.key == key).count();
-        groups.push((Arc::clone(&batch[start].resource), start..end));
-        start = end;
     }
     groups
 }
 
 impl BatchSink for OtlpSink {
-    async fn export(&mut self, mut batch: Vec<Span>) {
+    async fn export(&mut self, batch: Vec<Span>) {
         // One deadline for the whole batch, so a down collector costs at most
         // `batch_timeout` per batch.
         let deadline = after(self.batch_timeout);
         let count = batch.len() as u64;
-        let groups = group_by_resource(&mut batch);
-        let parts = groups.iter().map(|(resource, range)| (&**resource, &batch[range.clone()]));
+        let groups = group_by_resource(&batch);
+        let parts = groups.iter().map(|(resource, members)| (&**resource, members.iter().map(|&i| &batch[i as usize])));
         let body = if self.transport.wants_json() { otlp_json::request(parts) } else { self.encoder.request(parts) };
         self.metrics.export_requests.fetch_add(1, Ordering::Relaxed);
         match self.transport.send(body.into(), deadline).await {

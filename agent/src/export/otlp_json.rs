@@ -51,7 +51,10 @@ fn span(s: &Span) -> Value {
 }
 
 /// The `ExportTraceServiceRequest` body for `groups`.
-pub fn request<'a>(groups: impl IntoIterator<Item = (&'a Resource, &'a [Span])>) -> Vec<u8> {
+pub fn request<'a, S>(groups: impl IntoIterator<Item = (&'a Resource, S)>) -> Vec<u8>
+where
+    S: IntoIterator<Item = &'a Span>,
+{
     let resource_spans: Vec<Value> = groups
         .into_iter()
         .map(|(resource, spans)| {
@@ -61,7 +64,7 @@ pub fn request<'a>(groups: impl IntoIterator<Item = (&'a Resource, &'a [Span])>)
                 },
                 "scopeSpans": [{
                     "scope": { "name": SCOPE_NAME, "version": SCOPE_VERSION },
-                    "spans": spans.iter().map(span).collect::<Vec<_>>(),
+                    "spans": spans.into_iter().map(span).collect::<Vec<_>>(),
                 }],
             })
         })

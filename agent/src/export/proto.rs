@@ -98,7 +98,6 @@ fn put_key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &AttrValue) {
 pub struct Encoder {
     span: Vec<u8>,
     scope_spans: Vec<u8>,
-    resource_spans: Vec<u8>,
     /// Size of the last request: the next one is likely alike, so its
     /// buffer starts there instead of growing through copies.
     last_len: usize,
@@ -106,21 +105,35 @@ pub struct Encoder {
 
 impl Encoder {
     /// One request holding every group: `(resource, its spans)`.
-    pub fn request<'a>(&mut self, groups: impl IntoIterator<Item = (&'a Resource, &'a [Span])>) -> Vec<u8> {
+    pub fn request<'a, S>(&mut self, groups: impl IntoIterator<Item = (&'a Resource, S)>) -> Vec<u8>
+    where
+        S: IntoIterator<Item = &'a Span>,
+    {
         let mut out = Vec::with_capacity(self.last_len + self.last_len / 8);
         for (resource, spans) in groups {
-            self.resource_spans(resource, spans);
-            // ExportTraceServiceRequest.resource_spans = 1
-            put_bytes(&mut out, 1, &self.resource_spans);
+            self.scope_spans(spans);
+            // ExportTraceServiceRequest.resource_spans = 1: its length is
+            // known from its parts, so the spans are copied once, into `out`.
+            let resource_len = resource_len(resource);
+            let body = len_field_size(resource_len) + len_field_size(self.scope_spans.len());
+            put_tag(&mut out, 1, LEN);
+            put_varint(&mut out, body as u64);
+            // ResourceSpans { resource = 1; scope_spans = 2; }
+            put_tag(&mut out, 1, LEN);
+            put_varint(&mut out, resource_len as u64);
+            for (key, value) in &resource.attributes {
+                put_key_value(&mut out, 1, key, value);
+            }
+            put_bytes(&mut out, 2, &self.scope_spans);
         }
         self.last_len = out.len();
         out
     }
 
-    /// ResourceSpans { resource = 1; scope_spans = 2; } into `self.resource_spans`.
-    fn resource_spans(&mut self, resource: &Resource, spans: &[Span]) {
+    /// ScopeSpans { scope = 1; spans = 2; } into `self.scope_spans`.
+    fn scope_spans<'a>(&mut self, spans: impl IntoIterator<Item = &'a Span>) {
         self.scope_spans.clear();
-        // ScopeSpans.scope = 1: InstrumentationScope { name = 1; version = 2; }
+        // InstrumentationScope { name = 1; version = 2; }
         let scope_len = len_field_size(SCOPE_NAME.len()) + len_field_size(SCOPE_VERSION.len());
         put_tag(&mut self.scope_spans, 1, LEN);
         put_varint(&mut self.scope_spans, scope_len as u64);
@@ -129,28 +142,18 @@ impl Encoder {
         for span in spans {
             self.span.clear();
             encode_span(&mut self.span, span);
-            // ScopeSpans.spans = 2
             put_bytes(&mut self.scope_spans, 2, &self.span);
         }
-
-        let out = &mut self.resource_spans;
-        out.clear();
-        // Resource { attributes = 1; }
-        let resource_len: usize = resource
-            .attributes
-            .iter()
-            .map(|(k, v)| {
-                let kv = len_field_size(k.len()) + len_field_size(any_value_size(v));
-                len_field_size(kv)
-            })
-            .sum();
-        put_tag(out, 1, LEN);
-        put_varint(out, resource_len as u64);
-        for (key, value) in &resource.attributes {
-            put_key_value(out, 1, key, value);
-        }
-        put_bytes(out, 2, &self.scope_spans);
     }
+}
+
+/// Resource { attributes = 1; }, sized without writing it.
+fn resource_len(resource: &Resource) -> usize {
+    resource
+        .attributes
+        .iter()
+        .map(|(k, v)| len_field_size(len_field_size(k.len()) + len_field_size(any_value_size(v))))
+        .sum()
 }
 
 /// Span fields (opentelemetry/proto/trace/v1/trace.proto).
