@@ -256,20 +256,21 @@ impl Agent {
             // A server's request starts when its read returns; a client's when
             // its write begins (see span timing).
             let start_of = |t: &Ts| if ev.role == Role::Server { t.exit_ns } else { t.enter_ns };
+            let peer = self.conns.peer_tracked(conn);
             let built = match &ev.event {
                 AppEvent::Http1(Http1Event::RequestStarted { seq, head, first }) => {
                     let w3c = Propagation { traceparent: head.traceparent.as_deref(), tracestate: head.tracestate.as_deref() };
-                    self.linker.request_started(conn, ev.role, *seq, &w3c, start_of(first), ev.tid);
+                    self.linker.request_started_with_peer(conn, ev.role, *seq, &w3c, start_of(first), ev.tid, peer);
                     continue;
                 }
                 AppEvent::Http2(Http2Event::StreamStarted { stream_id, request, first }) => {
                     let w3c =
                         Propagation { traceparent: request.traceparent.as_deref(), tracestate: request.tracestate.as_deref() };
-                    self.linker.request_started(conn, ev.role, u64::from(*stream_id), &w3c, start_of(first), ev.tid);
+                    self.linker.request_started_with_peer(conn, ev.role, u64::from(*stream_id), &w3c, start_of(first), ev.tid, peer);
                     continue;
                 }
                 AppEvent::Db(_, DbEvent::Started { seq, first }) => {
-                    self.linker.request_started(conn, ev.role, *seq, &Propagation::default(), start_of(first), ev.tid);
+                    self.linker.request_started_with_peer(conn, ev.role, *seq, &Propagation::default(), start_of(first), ev.tid, peer);
                     continue;
                 }
                 AppEvent::Db(system, DbEvent::Exchange(ex)) => {

@@ -47,6 +47,9 @@ pub struct ConnStats {
 pub struct ConnTable {
     by_id: FxHashMap<u64, Connection>,
     by_fd: FxHashMap<(u32, i32), u64>,
+    /// (local, remote) of every connection with both addresses known, to
+    /// tell whether a connection's other end is traced here too.
+    by_tuple: FxHashMap<(SocketAddr, SocketAddr), u64>,
     capacity: usize,
     proc_root: PathBuf,
     /// LISTEN sockets per network namespace when kspan started. A
@@ -62,6 +65,7 @@ impl ConnTable {
         Self {
             by_id: FxHashMap::default(),
             by_fd: FxHashMap::default(),
+            by_tuple: FxHashMap::default(),
             capacity: capacity.max(1),
             proc_root: proc_root.to_owned(),
             startup_listeners: FxHashMap::default(),
@@ -90,6 +94,16 @@ impl ConnTable {
 
     pub fn get(&self, id: u64) -> Option<&Connection> {
         self.by_id.get(&id)
+    }
+
+    /// Whether the other end of `conn` is a connection kspan also tracks:
+    /// both ends are traced processes on this host.
+    pub fn peer_tracked(&self, conn: &Connection) -> bool {
+        match tuple_of(conn) {
+            Some((local, remote)) => self.by_tuple.contains_key(&(remote, local)),
+            // Addresses unknown: assume it may be, as before.
+            None => true,
+        }
     }
 
     pub fn by_fd(&self, pid: u32, fd: i32) -> Option<&Connection> {
@@ -125,6 +139,9 @@ impl ConnTable {
             self.evict_oldest();
         }
         self.stats.opened += 1;
+        if let Some(tuple) = tuple_of(&conn) {
+            self.by_tuple.insert(tuple, conn.id);
+        }
         self.by_id.insert(conn.id, conn);
         displaced
     }
@@ -133,6 +150,11 @@ impl ConnTable {
         let conn = self.by_id.remove(&conn_id)?;
         if self.by_fd.get(&(conn.pid, conn.fd)) == Some(&conn_id) {
             self.by_fd.remove(&(conn.pid, conn.fd));
+        }
+        if let Some(tuple) = tuple_of(&conn)
+            && self.by_tuple.get(&tuple) == Some(&conn_id)
+        {
+            self.by_tuple.remove(&tuple);
         }
         self.stats.closed += 1;
         Some(conn)
@@ -181,6 +203,13 @@ impl ConnTable {
             }
         }
     }
+}
+
+/// A connection's (local, remote), IPv4-mapped addresses as IPv4 so both
+/// ends' views compare equal.
+fn tuple_of(conn: &Connection) -> Option<(SocketAddr, SocketAddr)> {
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    Some((canonical(conn.local?), canonical(conn.remote?)))
 }
 
 #[cfg(test)]
@@ -254,6 +283,22 @@ mod tests {
 
     /// A real pre-existing connection in this test process: role and
     /// addresses come from procfs.
+    #[test]
+    fn knows_when_both_ends_are_tracked() {
+        let mut t = ConnTable::new(16, Path::new("/nonexistent-proc"));
+        let mut server = rec(1, 10, 3, Role::Server, "127.0.0.1:5000");
+        server.local = Some("[::ffff:127.0.0.1]:80".parse().unwrap());
+        t.open(&server);
+        assert!(!t.peer_tracked(t.get(1).unwrap()), "client not traced");
+        let mut client = rec(2, 20, 4, Role::Client, "127.0.0.1:80");
+        client.local = Some("127.0.0.1:5000".parse().unwrap());
+        t.open(&client);
+        assert!(t.peer_tracked(t.get(1).unwrap()));
+        assert!(t.peer_tracked(t.get(2).unwrap()));
+        t.close(2);
+        assert!(!t.peer_tracked(t.get(1).unwrap()));
+    }
+
     #[test]
     fn torn_down_socket_is_not_looked_up_in_procfs() {
         let mut t = ConnTable::new(16, Path::new("/nonexistent-proc"));

@@ -239,14 +239,41 @@ impl Linker {
         started_ns: u64,
         tid: u32,
     ) {
+        self.request_started_with_peer(conn, role, seq, head, started_ns, tid, true);
+    }
+
+    /// [`Self::request_started`], told whether the other end of `conn` is a
+    /// traced process on this host. A server request whose client is not
+    /// traced has no CLIENT span to wait for: parking it for the peer window
+    /// cost a table insert per request and kept every such request's context
+    /// alive for 30 s.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request_started_with_peer(
+        &mut self,
+        conn: &Connection,
+        role: Role,
+        seq: u64,
+        head: &Propagation,
+        started_ns: u64,
+        tid: u32,
+        peer_traced: bool,
+    ) {
         let node = match role {
-            Role::Server => self.server_started(conn, seq, head, started_ns, tid),
+            Role::Server => self.server_started(conn, seq, head, started_ns, tid, peer_traced),
             _ => self.client_started(conn, seq, head, started_ns, tid),
         };
         self.requests.entry(conn.id).or_default().insert(seq, node);
     }
 
-    fn server_started(&mut self, conn: &Connection, seq: u64, head: &Propagation, started_ns: u64, tid: u32) -> NodeRef {
+    fn server_started(
+        &mut self,
+        conn: &Connection,
+        seq: u64,
+        head: &Propagation,
+        started_ns: u64,
+        tid: u32,
+        peer_traced: bool,
+    ) -> NodeRef {
         let node = match Self::from_header(head) {
             Some((tp, state)) => Node {
                 group: Self::pinned_group(&tp, state),
@@ -271,7 +298,8 @@ impl Linker {
             let key = (canonical(remote), canonical(local), seq);
             match self.outbound.take(&key) {
                 Some(client) => self.adopt_peer(&node, &client),
-                None => self.inbound.insert(key, node.clone(), started_ns),
+                None if peer_traced => self.inbound.insert(key, node.clone(), started_ns),
+                None => {}
             }
         }
         self.inflight.entry((conn.pid, tid)).or_default().push(node.clone());
