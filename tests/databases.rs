@@ -28,6 +28,30 @@ fn kspan_exporting(receiver: &Receiver, port: u16) -> Kspan {
     .expect("kspan starts")
 }
 
+/// Runs a database client with `script` on its stdin; returns its pid.
+fn run_client(mut cmd: Command, script: &str) -> u32 {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("client starts");
+    let pid = child.id();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    pid
+}
+
+/// Every span received, once the CLIENT spans of `pid` include all of `names`.
+fn wait_for_client_spans(receiver: &Receiver, kspan: &Kspan, pid: u32, names: &[&str]) -> Vec<ReceivedSpan> {
+    receiver
+        .wait_for(WAIT, |all| {
+            let got: Vec<&str> = all.iter().filter(|s| is_client_of(s, pid)).map(|s| s.name.as_str()).collect();
+            names.iter().all(|n| got.contains(n))
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()))
+}
+
+fn is_client_of(s: &ReceivedSpan, pid: u32) -> bool {
+    s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(pid))
+}
+
 fn postgres_bin(name: &str) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -114,28 +138,13 @@ fn psql_queries_become_postgresql_client_spans() {
                   INSERT INTO items VALUES (1, 'secret-literal');\n\
                   SELECT name FROM items WHERE id = 1;\n\
                   SELECT * FROM missing_table;\n";
-    let mut psql = Command::new("psql")
-        .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app", "-d", "shop"])
+    let mut psql = Command::new("psql");
+    psql.args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "app", "-d", "shop"])
         .env("PGPASSWORD", DB_PASSWORD)
-        .env("PGSSLMODE", "disable")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("psql");
-    let psql_pid = psql.id();
-    std::io::Write::write_all(psql.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-    drop(psql.stdin.take());
-    psql.wait().unwrap();
-
-    let mine = |s: &ReceivedSpan| s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(psql_pid));
-    let spans = receiver
-        .wait_for(WAIT, |all| {
-            let names: Vec<&str> = all.iter().filter(|s| mine(s)).map(|s| s.name.as_str()).collect();
-            ["CREATE items", "INSERT items", "SELECT items", "SELECT missing_table"].iter().all(|n| names.contains(n))
-        })
-        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
-    let client: Vec<&ReceivedSpan> = spans.iter().filter(|s| mine(s)).collect();
+        .env("PGSSLMODE", "disable");
+    let psql_pid = run_client(psql, script);
+    let spans = wait_for_client_spans(&receiver, &kspan, psql_pid, &["CREATE items", "INSERT items", "SELECT items", "SELECT missing_table"]);
+    let client: Vec<&ReceivedSpan> = spans.iter().filter(|s| is_client_of(s, psql_pid)).collect();
     let by_name = |n: &str| *client.iter().find(|s| s.name == n).unwrap();
 
     let select = by_name("SELECT items");
@@ -189,26 +198,12 @@ fn redis_cli_commands_become_redis_client_spans() {
     let kspan = kspan_exporting(&receiver, port);
 
     // One connection, several commands (pipe mode keeps them on it).
-    let mut cli = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-cli");
-    let cli_pid = cli.id();
+    let mut cli = Command::new("redis-cli");
+    cli.args(["-p", &port.to_string()]);
     let commands = "SET user:1 secret-value\nGET user:1\nINCR user:1\nSELECT 1\nHSET h field value\n";
-    std::io::Write::write_all(cli.stdin.as_mut().unwrap(), commands.as_bytes()).unwrap();
-    drop(cli.stdin.take());
-    cli.wait().unwrap();
-
-    let mine = |s: &ReceivedSpan| s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(cli_pid));
-    let spans = receiver
-        .wait_for(WAIT, |all| {
-            let names: Vec<&str> = all.iter().filter(|s| mine(s)).map(|s| s.name.as_str()).collect();
-            ["SET", "GET", "INCR", "SELECT", "HSET"].iter().all(|n| names.contains(n))
-        })
-        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
-    let client: Vec<&ReceivedSpan> = spans.iter().filter(|s| mine(s)).collect();
+    let cli_pid = run_client(cli, commands);
+    let spans = wait_for_client_spans(&receiver, &kspan, cli_pid, &["SET", "GET", "INCR", "SELECT", "HSET"]);
+    let client: Vec<&ReceivedSpan> = spans.iter().filter(|s| is_client_of(s, cli_pid)).collect();
     let by_name = |n: &str| *client.iter().find(|s| s.name == n).unwrap();
 
     let set = by_name("SET");
@@ -314,27 +309,12 @@ fn mariadb_client_queries_become_mysql_client_spans() {
                   INSERT INTO items VALUES (1, 'secret-literal');\n\
                   SELECT name FROM items WHERE id = 1;\n\
                   SELECT * FROM missing_table;\n";
-    let mut cli = Command::new("mariadb")
-        .args(["--no-defaults", "--skip-ssl", "--force", "-h", "127.0.0.1", "-P", &port.to_string(), "-u", "app", "-D", "shop"])
-        .arg(format!("-p{DB_PASSWORD}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mariadb client");
-    let cli_pid = cli.id();
-    std::io::Write::write_all(cli.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-    drop(cli.stdin.take());
-    cli.wait().unwrap();
-
-    let mine = |s: &ReceivedSpan| s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(cli_pid));
-    let spans = receiver
-        .wait_for(WAIT, |all| {
-            let names: Vec<&str> = all.iter().filter(|s| mine(s)).map(|s| s.name.as_str()).collect();
-            ["INSERT items", "SELECT items", "SELECT missing_table"].iter().all(|n| names.contains(n))
-        })
-        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
-    let client: Vec<&ReceivedSpan> = spans.iter().filter(|s| mine(s)).collect();
+    let mut cli = Command::new("mariadb");
+    cli.args(["--no-defaults", "--skip-ssl", "--force", "-h", "127.0.0.1", "-P", &port.to_string(), "-u", "app", "-D", "shop"])
+        .arg(format!("-p{DB_PASSWORD}"));
+    let cli_pid = run_client(cli, script);
+    let spans = wait_for_client_spans(&receiver, &kspan, cli_pid, &["INSERT items", "SELECT items", "SELECT missing_table"]);
+    let client: Vec<&ReceivedSpan> = spans.iter().filter(|s| is_client_of(s, cli_pid)).collect();
     let by_name = |n: &str| *client.iter().find(|s| s.name == n).unwrap();
 
     let select = by_name("SELECT items");
