@@ -138,6 +138,11 @@ impl Agent {
         // rest, bounding how late a quiet host's spans are.
         let mut drain_tick = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Start-up (BTF, program loading) peaks far above the steady state;
+        // hand those pages back now rather than whenever the allocator's
+        // lazy purge gets to them, so RSS reads true from the start.
+        // SAFETY: mi_collect has no preconditions.
+        unsafe { libmimalloc_sys::mi_collect(true) };
         tracing::info!(pid = std::process::id(), "kspan ready");
         loop {
             tokio::select! {
