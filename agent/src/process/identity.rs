@@ -89,6 +89,7 @@ impl ProcessInfo {
             .or_else(|| extra_resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()))
             .filter(|s| !s.is_empty())
             .or_else(|| interpreted_service_name(&exe_name, &cmdline))
+            .or_else(|| started_through_link(&dir, exe_path.as_deref(), &comm))
             .unwrap_or_else(|| if exe_name.is_empty() { "unknown_service".into() } else { exe_name.clone() });
         let container_id = fs::read_to_string(dir.join("cgroup")).ok().and_then(|t| container_id_from_cgroup(&t));
         Ok(Self {
@@ -109,6 +110,22 @@ impl ProcessInfo {
 
 /// Inode of the network namespace of `pid` (readlink `/proc/PID/ns/net`,
 /// `net:[4026531840]`); `None` if kspan may not look or the process is gone.
+/// The name a multi-call binary was started by: `redis-server` is a link to
+/// `redis-check-rdb`, busybox applets are links to `busybox`. The kernel
+/// keeps the name exec'd (not the link's target) as comm, so a link named
+/// comm beside the executable, pointing at it, gives the program's name.
+/// Read through the process's own root, so it works inside containers.
+fn started_through_link(proc_dir: &Path, exe_path: Option<&str>, comm: &str) -> Option<String> {
+    let exe = exe_path?;
+    let (dir, exe_base) = exe.rsplit_once('/')?;
+    if comm.is_empty() || comm == exe_base || comm.contains('/') {
+        return None;
+    }
+    let link = proc_dir.join("root").join(dir.trim_start_matches('/')).join(comm);
+    let target = fs::read_link(link).ok()?;
+    (target.file_name()? == exe_base).then(|| comm.to_owned())
+}
+
 pub fn netns_inode(proc_root: &Path, pid: u32) -> Option<u64> {
     let link = fs::read_link(proc_root.join(pid.to_string()).join("ns/net")).ok()?;
     link.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
@@ -551,6 +568,18 @@ mod tests {
 
     fn argv(s: &str) -> Vec<String> {
         s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn multi_call_binary_is_named_by_the_link_it_was_started_through() {
+        let fx = Fixture::new("multicall");
+        fx.file("4242/root/usr/bin/redis-check-rdb", b"").link("4242/root/usr/bin/redis-server", "redis-check-rdb");
+        let dir = fx.0.join("4242");
+        let exe = Some("/usr/bin/redis-check-rdb");
+        assert_eq!(started_through_link(&dir, exe, "redis-server").as_deref(), Some("redis-server"));
+        // A comm that is not a link to the executable (a renamed thread) is not a name.
+        assert_eq!(started_through_link(&dir, exe, "worker"), None);
+        assert_eq!(started_through_link(&dir, exe, "redis-check-rdb"), None);
     }
 
     #[test]
