@@ -71,10 +71,32 @@ fn kind_of(role: Role) -> SpanKind {
     if role == Role::Server { SpanKind::Server } else { SpanKind::Client }
 }
 
-/// Peer and server endpoint attributes shared by HTTP and RPC spans.
+/// An IP address as text. Formatting through `Display` was the costliest
+/// part of building a span; a host talks to few distinct peers, so the text
+/// of each is kept (in a bounded table) and cloned.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    use std::{cell::RefCell, collections::HashMap, net::IpAddr};
+    const MAX_CACHED: usize = 4096;
+    thread_local! {
+        static TEXT: RefCell<HashMap<IpAddr, String, rustc_hash::FxBuildHasher>> = RefCell::default();
+    }
+    let ip = ip.to_canonical();
+    TEXT.with_borrow_mut(|cache| {
+        if let Some(text) = cache.get(&ip) {
+            return text.clone();
+        }
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.entry(ip).or_insert_with(|| ip.to_string()).clone()
+    })
+}
+
+/// Peer and server endpoint attributes shared by HTTP, RPC and database spans.
 fn network_attrs(attrs: &mut Vec<Attr>, conn: &Connection, kind: SpanKind, authority: Option<&str>) {
-    if let Some(peer) = conn.remote {
-        attrs.push(Attr::new("network.peer.address", peer.ip().to_canonical().to_string()));
+    let peer_ip = conn.remote.map(|peer| ip_text(peer.ip()));
+    if let (Some(peer), Some(ip)) = (conn.remote, &peer_ip) {
+        attrs.push(Attr::new("network.peer.address", ip.clone()));
         attrs.push(Attr::new("network.peer.port", i64::from(peer.port())));
     }
     // server.* names the server: the Host/:authority when present, else the
@@ -87,10 +109,10 @@ fn network_attrs(attrs: &mut Vec<Attr>, conn: &Connection, kind: SpanKind, autho
     if let Some(port) = port {
         attrs.push(Attr::new("server.port", i64::from(port)));
     }
-    if kind == SpanKind::Server {
-        if let Some(peer) = conn.remote {
-            attrs.push(Attr::new("client.address", peer.ip().to_canonical().to_string()));
-        }
+    if kind == SpanKind::Server
+        && let Some(ip) = peer_ip
+    {
+        attrs.push(Attr::new("client.address", ip));
     }
 }
 
@@ -101,7 +123,7 @@ fn server_endpoint(authority: Option<&str>, socket: Option<SocketAddr>) -> (Opti
             let (name, port) = crate::span::url::split_host_port(host, socket_port.unwrap_or(80));
             (Some(name), Some(port))
         }
-        None => (socket.map(|a| a.ip().to_canonical().to_string()), socket_port),
+        None => (socket.map(|a| ip_text(a.ip())), socket_port),
     }
 }
 
