@@ -116,7 +116,12 @@ fn register(tgid: u32, tid: u32, fd: i32, sock: &SocketInfo, role: Role, call: C
 #[inline(always)]
 pub fn forget(tgid: u32, tid: u32, fd: i32) {
     let key = fd_key(tgid, fd);
-    let _ = NOT_SOCKETS.remove(&key);
+    // Most closes are of files no data syscall ever looked at: a lookup
+    // costs far less than an LRU delete, which takes the map's list lock.
+    if unsafe { NOT_SOCKETS.get(&key) }.is_some() {
+        let _ = NOT_SOCKETS.remove(&key);
+        return;
+    }
     let Some(state) = (unsafe { CONNS.get(&key) }).copied() else {
         return;
     };
