@@ -2,6 +2,7 @@
 //! spans go out under), read from procfs.
 
 mod identity;
+mod service_name;
 pub mod registry;
 
 use std::io;
