@@ -60,7 +60,6 @@ struct Run {
 /// What a variant is run against.
 struct Service<'a> {
     url: String,
-    port: u16,
     pid: u32,
     /// nginx: master + worker, summed.
     tree: bool,
@@ -103,7 +102,7 @@ pub fn nginx(ctx: &Ctx) -> anyhow::Result<Section> {
     let dir = ctx.scratch("overhead-nginx")?;
     let nginx = Nginx::start(&dir)?;
     let mut receiver = Receiver::start(&ctx.test_venv, &dir, "nginx")?;
-    let mut svc = Service { url: nginx.url(), port: nginx.port, pid: nginx.proc.pid(), tree: true, receiver: &mut receiver };
+    let mut svc = Service { url: nginx.url(), pid: nginx.proc.pid(), tree: true, receiver: &mut receiver };
     // The no-export variant only explains the exporting one: --quick skips it.
     let variants: &[Variant] = if ctx.quick {
         &[Variant::Baseline, Variant::Kspan]
@@ -147,7 +146,7 @@ pub fn python(ctx: &Ctx, with_otel: bool) -> anyhow::Result<(Section, Option<Sec
     if with_otel {
         variants.push(Variant::OtelSdk);
     }
-    let mut svc = Service { url: app.url(), port: app.port, pid: app.proc.pid(), tree: false, receiver: &mut receiver };
+    let mut svc = Service { url: app.url(), pid: app.proc.pid(), tree: false, receiver: &mut receiver };
     let otel = otel_app.as_ref().map(|a| (a.url(), a.proc.pid()));
     let summaries = measure(ctx, &mut svc, &variants, otel.as_ref(), &dir)?;
 
