@@ -258,24 +258,20 @@ impl Agent {
 
     fn on_protocol_events(&mut self, conn: &Connection, events: Vec<ProtocolEvent>) {
         for ev in events {
-            // A server's request starts when its read returns; a client's when
-            // its write begins (see span timing).
-            let start_of = |t: &Ts| if ev.role == Role::Server { t.exit_ns } else { t.enter_ns };
-            let peer = self.conns.peer_tracked(conn);
             let built = match &ev.event {
                 AppEvent::Http1(Http1Event::RequestStarted { seq, head, first }) => {
                     let w3c = Propagation { traceparent: head.traceparent.as_deref(), tracestate: head.tracestate.as_deref() };
-                    self.linker.request_started_with_peer(conn, ev.role, *seq, &w3c, start_of(first), ev.tid, peer);
+                    self.request_started(conn, &ev, *seq, &w3c, first);
                     continue;
                 }
                 AppEvent::Http2(Http2Event::StreamStarted { stream_id, request, first }) => {
                     let w3c =
                         Propagation { traceparent: request.traceparent.as_deref(), tracestate: request.tracestate.as_deref() };
-                    self.linker.request_started_with_peer(conn, ev.role, u64::from(*stream_id), &w3c, start_of(first), ev.tid, peer);
+                    self.request_started(conn, &ev, u64::from(*stream_id), &w3c, first);
                     continue;
                 }
                 AppEvent::Db(_, DbEvent::Started { seq, first }) => {
-                    self.linker.request_started_with_peer(conn, ev.role, *seq, &Propagation::default(), start_of(first), ev.tid, peer);
+                    self.request_started(conn, &ev, *seq, &Propagation::default(), first);
                     continue;
                 }
                 AppEvent::Db(system, DbEvent::Exchange(ex)) => {
@@ -299,6 +295,16 @@ impl Agent {
                 Err(_) => self.metrics.spans_sampled_out.inc(),
             }
         }
+    }
+
+    /// A request (or database command) began: the linker allocates its
+    /// context now, before either span is complete.
+    fn request_started(&mut self, conn: &Connection, ev: &ProtocolEvent, seq: u64, w3c: &Propagation, first: &Ts) {
+        // A server's request starts when its read returns; a client's when
+        // its write begins (see span timing).
+        let started_ns = if ev.role == Role::Server { first.exit_ns } else { first.enter_ns };
+        let peer_traced = self.conns.peer_tracked(conn);
+        self.linker.request_started_with_peer(conn, ev.role, seq, w3c, started_ns, ev.tid, peer_traced);
     }
 
     fn log_metrics(&mut self) {

@@ -228,8 +228,9 @@ impl Linker {
         }))
     }
 
-    /// A request's head was parsed on `conn` (its first byte at
-    /// `started_ns`), by thread `tid` of `pid`.
+    /// [`Self::request_started_with_peer`] with the peer assumed traced: the
+    /// linker tests build both ends by hand.
+    #[cfg(test)]
     pub fn request_started(
         &mut self,
         conn: &Connection,
@@ -242,8 +243,9 @@ impl Linker {
         self.request_started_with_peer(conn, role, seq, head, started_ns, tid, true);
     }
 
-    /// [`Self::request_started`], told whether the other end of `conn` is a
-    /// traced process on this host. A server request whose client is not
+    /// A request's head was parsed on `conn` (its first byte at
+    /// `started_ns`), by thread `tid`; `peer_traced` tells whether the other
+    /// end of `conn` is a traced process on this host. A server request whose client is not
     /// traced has no CLIENT span to wait for: parking it for the peer window
     /// cost a table insert per request and kept every such request's context
     /// alive for 30 s.
