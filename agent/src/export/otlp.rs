@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tonic::metadata::MetadataMap;
 use tracing::{info, warn};
 
 use super::config::OtlpConfig;
@@ -88,21 +87,4 @@ impl BatchSink for OtlpSink {
             Err(e) => self.record_failure(count, &e.to_string()),
         }
     }
-}
-
-pub(crate) fn metadata(headers: &[(String, String)]) -> Result<MetadataMap, ExportError> {
-    let mut map = http::HeaderMap::new();
-    for (k, v) in headers {
-        let bad = |reason: String| ExportError::InvalidEnv {
-            var: "OTEL_EXPORTER_OTLP_[TRACES_]HEADERS".into(),
-            value: "<not shown>".into(),
-            reason,
-        };
-        let name = http::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|_| bad(format!("{k:?} is not a valid gRPC metadata key")))?;
-        let value = http::HeaderValue::from_str(v)
-            .map_err(|_| bad(format!("value of {k:?} is not valid gRPC metadata")))?;
-        map.insert(name, value);
-    }
-    Ok(MetadataMap::from_headers(map))
 }

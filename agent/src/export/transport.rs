@@ -42,7 +42,7 @@ impl Transport {
     /// Needs a tokio runtime: the gRPC channel is created (lazily connected) here.
     pub fn new(config: &OtlpConfig) -> Result<Self, ExportError> {
         let bad = |reason: String| ExportError::InvalidEnv {
-            var: "OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT / _HEADERS".into(),
+            var: "OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT".into(),
             value: config.endpoint.clone(),
             reason,
         };
@@ -53,17 +53,11 @@ impl Transport {
                     .timeout(config.timeout)
                     .connect_timeout(config.timeout)
                     .connect_lazy();
-                Client::Grpc { grpc: tonic::client::Grpc::new(channel), metadata: super::otlp::metadata(&config.headers)? }
+                let metadata = MetadataMap::from_headers(header_map(&config.headers)?);
+                Client::Grpc { grpc: tonic::client::Grpc::new(channel), metadata }
             }
             OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
-                let mut headers = reqwest::header::HeaderMap::new();
-                for (k, v) in &config.headers {
-                    let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
-                        .map_err(|_| bad(format!("{k:?} is not a valid HTTP header name")))?;
-                    let value = reqwest::header::HeaderValue::from_str(v)
-                        .map_err(|_| bad(format!("value of {k:?} is not a valid HTTP header value")))?;
-                    headers.insert(name, value);
-                }
+                let headers = header_map(&config.headers)?;
                 let client = reqwest::Client::builder()
                     .timeout(config.timeout)
                     .build()
@@ -149,6 +143,24 @@ impl Transport {
             }
         }
     }
+}
+
+/// The configured headers (`OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`), for
+/// HTTP requests and, as gRPC metadata, for gRPC calls alike. Values are
+/// typically API keys, so errors name the header, never its value.
+fn header_map(headers: &[(String, String)]) -> Result<http::HeaderMap, ExportError> {
+    let bad = |reason: String| ExportError::InvalidEnv {
+        var: "OTEL_EXPORTER_OTLP_[TRACES_]HEADERS".into(),
+        value: "<not shown>".into(),
+        reason,
+    };
+    let mut map = http::HeaderMap::new();
+    for (k, v) in headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad(format!("{k:?} is not a valid header name")))?;
+        let value = http::HeaderValue::from_str(v).map_err(|_| bad(format!("value of {k:?} is not a valid header value")))?;
+        map.insert(name, value);
+    }
+    Ok(map)
 }
 
 /// OTLP/gRPC: the codes a client may retry ("OTLP/gRPC Response").
