@@ -193,7 +193,8 @@ pub fn with_descendants(proc_root: &Path, roots: &[u32]) -> Vec<u32> {
         .filter_map(|e| {
             let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-            Some((pid, parent_of(&stat)?))
+            let (_, ppid, _) = crate::process::parse_stat(&stat)?;
+            Some((pid, ppid))
         })
         .collect();
     // Breadth-first over generations; `out` doubles as the visited set.
@@ -208,13 +209,6 @@ pub fn with_descendants(proc_root: &Path, roots: &[u32]) -> Vec<u32> {
         }
     }
     out
-}
-
-/// The ppid field of `/proc/<pid>/stat`: after the `)` closing the comm,
-/// which may itself contain spaces and parentheses.
-fn parent_of(stat: &str) -> Option<u32> {
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 pub fn pids_listening_or_connected_on(proc_root: &Path, ports: &PortSet) -> Vec<u32> {
@@ -369,7 +363,8 @@ mod tests {
         // 10 -> 11 -> 12; 20 unrelated; comm with ") (" must not confuse.
         for (pid, ppid, comm) in [(10, 1, "nginx"), (11, 10, "nginx: worker ) 3"), (12, 11, "sh"), (20, 1, "x")] {
             std::fs::create_dir_all(dir.join(pid.to_string())).unwrap();
-            std::fs::write(dir.join(format!("{pid}/stat")), format!("{pid} ({comm}) S {ppid} 1 1 0")).unwrap();
+            let stat = format!("{pid} ({comm}) S {ppid} 1 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 4242 1 2 3");
+            std::fs::write(dir.join(format!("{pid}/stat")), stat).unwrap();
         }
         let mut got = with_descendants(&dir, &[10]);
         got.sort();

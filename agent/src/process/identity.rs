@@ -243,7 +243,7 @@ fn resource_key(pid: u32, start_time_ticks: u64) -> u64 {
 
 /// `(comm, ppid, starttime)`. comm may itself contain spaces and parens,
 /// hence the search for the last `)`.
-fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
+pub(crate) fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?.to_owned();

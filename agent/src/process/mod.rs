@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use identity::{HostInfo, ProcessInfo, build_resource, netns_inode};
+pub(crate) use identity::parse_stat;
 
 /// Failure to read something under `/proc`.
 #[derive(Debug, thiserror::Error)]
