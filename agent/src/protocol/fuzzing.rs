@@ -43,7 +43,7 @@ pub fn http1(data: &[u8]) {
 }
 
 pub fn http2(data: &[u8]) {
-    let mut session = Http2Session::new(data.first().is_some_and(|b| b & 2 == 2));
+    let mut session = Http2Session::new(mid_stream(data));
     for (from_client, chunk) in chunks(data) {
         if from_client {
             session.on_client_bytes(&chunk);
@@ -65,7 +65,7 @@ fn db(mut session: impl DbSession, data: &[u8]) {
     session.on_close(u64::MAX, data.first().is_some_and(|b| b & 1 == 1));
 }
 
-/// The first byte picks a mid-stream start, as for HTTP/2.
+/// The first byte picks a mid-stream start.
 fn mid_stream(data: &[u8]) -> bool {
     data.first().is_some_and(|b| b & 2 == 2)
 }
