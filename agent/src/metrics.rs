@@ -58,6 +58,7 @@ impl Metrics {
             data_without_connection = self.data_without_connection.get(),
             connections_opened = conns.opened,
             connections_resolved_procfs = conns.resolved_from_procfs,
+            connections_dead_on_arrival = conns.dead_on_arrival,
             connections_tracked = connections,
             streams_tracked = streams,
             spans = self.spans.get(),
