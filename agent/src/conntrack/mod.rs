@@ -205,10 +205,14 @@ impl ConnTable {
     }
 }
 
-/// A connection's (local, remote), IPv4-mapped addresses as IPv4 so both
-/// ends' views compare equal.
+/// An address with IPv4-mapped IPv6 shown as IPv4, so the two ends of a
+/// connection (one socket dual-stack, the other not) name it alike.
+pub fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+/// A connection's canonical (local, remote).
 fn tuple_of(conn: &Connection) -> Option<(SocketAddr, SocketAddr)> {
-    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
     Some((canonical(conn.local?), canonical(conn.remote?)))
 }
 
@@ -281,8 +285,6 @@ mod tests {
         assert_eq!(t.len(), 1);
     }
 
-    /// A real pre-existing connection in this test process: role and
-    /// addresses come from procfs.
     #[test]
     fn knows_when_both_ends_are_tracked() {
         let mut t = ConnTable::new(16, Path::new("/nonexistent-proc"));
@@ -311,6 +313,8 @@ mod tests {
         assert_eq!(t.get(1).unwrap().role, Role::Unknown);
     }
 
+    /// A real pre-existing connection in this test process: role and
+    /// addresses come from procfs.
     #[test]
     fn resolves_mid_stream_connection_from_procfs() {
         use std::os::fd::AsRawFd;

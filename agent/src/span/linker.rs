@@ -40,7 +40,7 @@ use super::{
     model::{SpanId, TraceId},
     tracecontext::{TraceParent, valid_tracestate},
 };
-use crate::conntrack::Connection;
+use crate::conntrack::{Connection, canonical};
 
 /// The W3C headers a request carried, whatever its protocol.
 #[derive(Debug, Clone, Copy, Default)]
@@ -185,10 +185,6 @@ fn pop_hint<K: std::hash::Hash + Eq, V>(map: &mut FxHashMap<K, VecDeque<V>>, key
         map.remove(key);
     }
     value
-}
-
-fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 impl Linker {
