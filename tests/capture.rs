@@ -27,11 +27,7 @@ fn peer(mode: &str, port: u16) -> Command {
 }
 
 fn events(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
 
 fn of_pid<'a>(events: &'a [Value], pid: u32, kind: &str) -> Vec<&'a Value> {
@@ -101,7 +97,13 @@ fn captures_exact_bytes_directions_and_tuples() {
     let data = of_pid(&all, client_pid, "data");
     let summary: Vec<(String, String, u64)> = data
         .iter()
-        .map(|e| (e["direction"].as_str().unwrap().to_owned(), e["call"].as_str().unwrap().to_owned(), e["size"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["direction"].as_str().unwrap().to_owned(),
+                e["call"].as_str().unwrap().to_owned(),
+                e["size"].as_u64().unwrap(),
+            )
+        })
         .collect();
     let want = [
         ("egress", "sendto", 7),
@@ -197,8 +199,9 @@ fn files_and_pipes_are_not_captured() {
     let mut proc = peer("files", port).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(proc.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let kspan = Kspan::start(&["--pid", &proc.id().to_string(), "--events-log", log.to_str().unwrap(), "--print", "none"], &[])
-        .expect("kspan starts");
+    let kspan =
+        Kspan::start(&["--pid", &proc.id().to_string(), "--events-log", log.to_str().unwrap(), "--print", "none"], &[])
+            .expect("kspan starts");
     proc.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let pid = run_to_end(proc);
     acceptor.join().unwrap();
@@ -241,8 +244,17 @@ fn stopping_releases_every_program_and_map() {
         return;
     }
     let kspan = Kspan::start(&["--pid", "1", "--print", "none"], &[]).expect("kspan starts");
+    // The default takes the socket path wherever the kernel has it (kspan
+    // has mounted tracefs by now); the fallback run asks for syscalls.
+    let socket_path_exists = std::path::Path::new("/sys/kernel/tracing/events/sock/sock_send_length").exists();
+    let expected = match std::env::var("KSPAN_CAPTURE_HOOK").as_deref() {
+        Ok("syscalls") => "capturing on syscall tracepoints",
+        _ if socket_path_exists && cfg!(target_arch = "x86_64") => "capturing on socket tracepoints",
+        _ => "capturing on syscall tracepoints",
+    };
+    assert!(kspan.log().contains(expected), "expected {expected:?}: {}", kspan.log());
     let (progs, maps) = bpf_objects_of(kspan.pid());
-    assert!(progs.len() >= 20, "kspan's programs are visible while it runs: {progs:?}");
+    assert!(progs.len() >= 6, "kspan's programs are visible while it runs: {progs:?}");
     assert!(!maps.is_empty());
     let exit = kspan.stop().unwrap();
     assert!(exit.clean(), "{}", exit.log());

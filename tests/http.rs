@@ -75,7 +75,13 @@ fn python_server_and_curl_client_over_grpc() {
     curl(&[&format!("{base}/fail")]);
     let reset = Command::new("curl").args(["-sS", "--max-time", "10", &format!("{base}/reset")]).output().unwrap();
     assert!(!reset.status.success(), "curl sees the reset");
-    curl(&["-H", &format!("traceparent: 00-{TRACE_ID}-{PARENT_ID}-01"), "-H", "tracestate: vendor=abc", &format!("{base}/users/7")]);
+    curl(&[
+        "-H",
+        &format!("traceparent: 00-{TRACE_ID}-{PARENT_ID}-01"),
+        "-H",
+        "tracestate: vendor=abc",
+        &format!("{base}/users/7"),
+    ]);
     curl(&["-X", "POST", "-H", "Transfer-Encoding: chunked", "--data-binary", "chunked-body", &format!("{base}/echo")]);
     curl(&[&format!("{base}/chunked")]);
     // Pipelining: two requests in one write, on a raw socket.
@@ -221,6 +227,55 @@ fn node_and_nginx_over_http_protobuf() {
     drop(kspan);
 }
 
+/// nginx with `sendfile on`: response bodies never pass through user
+/// memory. Each keep-alive response must still be its own span, with the
+/// right size, and the request after them must still parse.
+#[test]
+fn nginx_sendfile_keepalive_responses() {
+    if !prerequisites() || require_cmd("nginx").is_none() {
+        return;
+    }
+    let receiver = Receiver::start().expect("receiver");
+    let port = free_port();
+    let dir = TempDir::new().unwrap();
+    let body = vec![b'x'; 65536];
+    std::fs::create_dir_all(dir.join("www/files")).unwrap();
+    std::fs::write(dir.join("www/files/big.bin"), &body).unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off; worker_processes 1; pid {dir}/nginx.pid; error_log stderr;\n\
+             events {{}}\n\
+             http {{ access_log off; sendfile on; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n\
+               fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {dir}/www;\n\
+                 location /empty {{ return 204; }} }} }}\n",
+            dir = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut nginx = Command::new("nginx");
+    nginx.arg("-c").arg(&conf);
+    let _nginx = Server::spawn(nginx, port).expect("nginx starts");
+    let kspan = kspan_exporting(&receiver, "grpc", &port.to_string());
+    let file = format!("http://127.0.0.1:{port}/files/big.bin");
+    // One curl, one connection: the requests follow each other on it.
+    curl(&[&file, &file, &file, &format!("http://127.0.0.1:{port}/empty")]);
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            has(s, "SERVER", "nginx", "GET /files/big.bin", 3) && has(s, "SERVER", "nginx", "GET /empty", 1)
+        })
+        .expect("a span per response");
+    for span in find(&spans, "SERVER", "nginx", "GET /files/big.bin") {
+        assert_eq!(span.attr_i64("http.response.status_code"), Some(200));
+        assert_eq!(span.attr_i64("http.response.body.size"), Some(body.len() as i64), "{span:?}");
+    }
+    let empty = find(&spans, "SERVER", "nginx", "GET /empty")[0];
+    assert_eq!(empty.attr_i64("http.response.status_code"), Some(204));
+    drop(kspan);
+}
+
 #[test]
 fn collector_down_at_start_receives_spans_once_up() {
     if !prerequisites() {
@@ -232,7 +287,11 @@ fn collector_down_at_start_receives_spans_once_up() {
     let endpoint = format!("http://127.0.0.1:{grpc_port}");
     let kspan = Kspan::start(
         &["--open-ports", &port.to_string()],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
     )
     .expect("kspan starts");
     curl(&[&format!("http://127.0.0.1:{port}/users/1")]);

@@ -95,7 +95,7 @@ pub fn emit(pending: &PendingCall, tgid: u32, tid: u32, ret: u64, exit_ns: u64) 
                 return;
             };
             let captured = copy_iovecs::<{ MAX_MMSG_IOVECS as u64 }>(scratch, iov, iovlen, len as u64, cap);
-            submit(scratch, pending, tgid, tid, len as u64, captured, exit_ns);
+            submit(scratch, pending, tgid, tid, len as u64, captured, exit_ns, direction_of(pending.call));
         }
         return;
     }
@@ -116,10 +116,35 @@ pub fn emit(pending: &PendingCall, tgid: u32, tid: u32, ret: u64, exit_ns: u64) 
         let take = if ret < cap as u64 { ret as u32 } else { cap };
         if copy_user(scratch, 0, pending.ptr, take) { take } else { 0 }
     };
-    submit(scratch, pending, tgid, tid, ret, captured, exit_ns);
+    submit(scratch, pending, tgid, tid, ret, captured, exit_ns, direction_of(pending.call));
+}
+
+/// A record of `size` bytes moved that kspan cannot copy (see `Call::Sendfile`
+/// and `Call::Uncaptured`): the stream learns of the gap.
+#[inline(always)]
+pub fn emit_gap(pending: &PendingCall, tgid: u32, tid: u32, size: u64, exit_ns: u64, direction: Direction) {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Some(scratch) = SCRATCH.get_ptr_mut(cpu) {
+        submit(scratch, pending, tgid, tid, size, 0, exit_ns, direction);
+    }
 }
 
 #[inline(always)]
+fn direction_of(call: u8) -> Direction {
+    if call == Call::Write as u8
+        || call == Call::Writev as u8
+        || call == Call::Sendto as u8
+        || call == Call::Sendmsg as u8
+        || call == Call::Sendmmsg as u8
+    {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn submit(
     scratch: *mut DataScratch,
     pending: &PendingCall,
@@ -128,17 +153,8 @@ fn submit(
     size: u64,
     captured: u32,
     exit_ns: u64,
+    direction: Direction,
 ) {
-    let direction = if pending.call == Call::Write as u8
-        || pending.call == Call::Writev as u8
-        || pending.call == Call::Sendto as u8
-        || pending.call == Call::Sendmsg as u8
-        || pending.call == Call::Sendmmsg as u8
-    {
-        Direction::Egress
-    } else {
-        Direction::Ingress
-    };
     let mut captured = captured as usize;
     if captured > MAX_CAPTURE {
         captured = MAX_CAPTURE;

@@ -6,8 +6,8 @@ use kspan_common::{Call, ConnEvent, Counter, EventKind, Role};
 
 use crate::{
     maps::{
-        CONN_SEQ, CONNS, ConnState, EVENTS, KSPAN_SETTINGS, NOT_SOCKETS, PID_FILTER, PORT_FILTER, SOCKS, SockOwner, count,
-        setting,
+        CONN_SEQ, CONNS, ConnState, EVENTS, KSPAN_SETTINGS, NOT_SOCKETS, PID_FILTER, PORT_FILTER, SK_CONNS, SK_ROLES,
+        SOCKS, SkKey, SockOwner, count, setting,
     },
     task::{self, SocketInfo},
 };
@@ -66,15 +66,24 @@ pub fn learn_new(tgid: u32, tid: u32, fd: i32, role: Role, call: Call) {
 
 #[inline(always)]
 fn register(tgid: u32, tid: u32, fd: i32, sock: &SocketInfo, role: Role, call: Call) -> u64 {
+    let state = open(tgid, tid, fd, sock, role, call);
+    let _ = CONNS.insert(&fd_key(tgid, fd), &state, 0);
+    state.conn_id
+}
+
+/// A new connection: its id, the sock index entry (so state changes can
+/// name it), and the open record for user space. The caller indexes it by
+/// whatever its capture path looks connections up by.
+#[inline(always)]
+pub fn open(tgid: u32, tid: u32, fd: i32, sock: &SocketInfo, role: Role, call: Call) -> ConnState {
     let conn_id = next_conn_id();
     let key = fd_key(tgid, fd);
-    let state = ConnState { conn_id, sk: sock.sk, role: role as u8, _pad: [0; 7] };
-    let _ = CONNS.insert(&key, &state, 0);
+    let state = ConnState { conn_id, sk: sock.sk, fd, role: role as u8, _pad: [0; 3] };
     let owner = SockOwner { fd_key: key, conn_id, role: role as u8, _pad: [0; 7] };
     let _ = SOCKS.insert(&sock.sk, &owner, 0);
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         count(Counter::ControlDropped);
-        return conn_id;
+        return state;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at reserved ring-buffer memory of the right size;
@@ -109,7 +118,13 @@ fn register(tgid: u32, tid: u32, fd: i32, sock: &SocketInfo, role: Role, call: C
         }
     }
     entry.submit(crate::maps::submit_wakeup_flags::<ConnEvent>());
-    conn_id
+    state
+}
+
+/// The role of the connection on `fd` (syscall path), as `Role` u8.
+#[inline(always)]
+pub fn role_of(tgid: u32, fd: i32) -> u8 {
+    unsafe { CONNS.get(&fd_key(tgid, fd)) }.map_or(Role::Unknown as u8, |s| s.role)
 }
 
 /// `close(fd)` or an fd replaced by dup2/dup3.
@@ -132,27 +147,78 @@ pub fn forget(tgid: u32, tid: u32, fd: i32) {
 
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
 const TCP_CLOSE_WAIT: i32 = 8;
 
-/// `sock:inet_sock_set_state`: a known connection that drops straight to
-/// CLOSE was aborted (RST, or a refused connect). An orderly close goes
-/// through FIN states, and a close() by the owner was already seen.
+/// `sock:inet_sock_set_state`. On the socket capture path, a handshake
+/// that completes tells which end this sock is. On the syscall path, a
+/// known connection that drops straight to CLOSE was aborted (RST, or a
+/// refused connect); an orderly close goes through FIN states and its end
+/// is seen on close().
 #[inline(always)]
 pub fn on_state_change(sk: u64, old: i32, new: i32) {
+    if setting(&KSPAN_SETTINGS.sock_capture) != 0 {
+        // Aborts are seen on tcp_receive_reset there: a drop to CLOSE in
+        // the owner's own close() (SO_LINGER 0) is an ordinary close.
+        let role = match (old, new) {
+            (TCP_SYN_SENT, TCP_ESTABLISHED) => Role::Client,
+            (TCP_SYN_RECV, TCP_ESTABLISHED) => Role::Server,
+            _ => return,
+        };
+        let _ = SK_ROLES.insert(&sk, &(role as u8), 0);
+        return;
+    }
     if new != TCP_CLOSE || !(old == TCP_ESTABLISHED || old == TCP_SYN_SENT || old == TCP_CLOSE_WAIT) {
         return;
     }
     let Some(owner) = (unsafe { SOCKS.get(&sk) }).copied() else {
         return;
     };
-    let _ = SOCKS.remove(&sk);
-    // Only if the fd still names this connection (it may be reused).
-    if unsafe { CONNS.get(&owner.fd_key) }.is_some_and(|s| s.conn_id == owner.conn_id) {
-        let _ = CONNS.remove(&owner.fd_key);
-    }
+    forget_sock(sk, &owner);
     let tgid = (owner.fd_key >> 32) as u32;
     emit_close(tgid, 0, owner.fd_key as u32 as i32, owner.conn_id, owner.role, Call::Reset);
+}
+
+/// `tcp:tcp_receive_reset` (socket capture path): the peer aborted the
+/// connection, or refused it.
+#[inline(always)]
+pub fn on_reset_received(sk: u64) {
+    let Some(owner) = (unsafe { SOCKS.get(&sk) }).copied() else {
+        return;
+    };
+    forget_sock(sk, &owner);
+    let tgid = (owner.fd_key >> 32) as u32;
+    emit_close(tgid, 0, owner.fd_key as u32 as i32, owner.conn_id, owner.role, Call::Reset);
+}
+
+/// `tcp:tcp_destroy_sock` (socket capture path): the sock is freed, so its
+/// owner has closed every fd on it and will never read or write it again.
+/// Reported here rather than at close(), which that path does not watch.
+#[inline(always)]
+pub fn on_destroy(sk: u64) {
+    let _ = SK_ROLES.remove(&sk);
+    let Some(owner) = (unsafe { SOCKS.get(&sk) }).copied() else {
+        return;
+    };
+    forget_sock(sk, &owner);
+    let tgid = (owner.fd_key >> 32) as u32;
+    emit_close(tgid, 0, owner.fd_key as u32 as i32, owner.conn_id, owner.role, Call::Close);
+}
+
+/// Drops a connection from the sock index and from whichever index its
+/// capture path uses, if the entry there still names this connection.
+#[inline(always)]
+fn forget_sock(sk: u64, owner: &SockOwner) {
+    let _ = SOCKS.remove(&sk);
+    if setting(&KSPAN_SETTINGS.sock_capture) != 0 {
+        let key = SkKey { sk, tgid: (owner.fd_key >> 32) as u32, _pad: 0 };
+        if unsafe { SK_CONNS.get(&key) }.is_some_and(|s| s.conn_id == owner.conn_id) {
+            let _ = SK_CONNS.remove(&key);
+        }
+    } else if unsafe { CONNS.get(&owner.fd_key) }.is_some_and(|s| s.conn_id == owner.conn_id) {
+        let _ = CONNS.remove(&owner.fd_key);
+    }
 }
 
 #[inline(always)]

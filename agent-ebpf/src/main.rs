@@ -1,9 +1,11 @@
 //! kspan's kernel programs. Only tracepoints: they are the one capture path
 //! every kernel offers (no kprobes or fentry needed).
 //!
-//! Each syscall has an enter program that filters early (pid, netns, "is it
-//! a TCP socket") and parks the arguments, and an exit program that copies
-//! the bytes the syscall really moved.
+//! Two capture paths, chosen by user space: the socket path (`sockio`), and
+//! syscall tracepoints for kernels without it. On the syscall path each
+//! syscall has an enter program that filters early (pid, netns, "is it a TCP
+//! socket") and parks the arguments, and an exit program that copies the
+//! bytes the syscall really moved.
 #![no_std]
 #![no_main]
 
@@ -11,6 +13,7 @@ mod capture;
 mod conn;
 mod inject;
 mod maps;
+mod sockio;
 mod task;
 mod threadctx;
 
@@ -19,27 +22,25 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use kspan_common::{Call, Counter, EventKind, FILTER_ALLOW_LIST, ProcEvent, Role};
+use kspan_common::{Call, Counter, Direction, EventKind, FILTER_ALLOW_LIST, ProcEvent, Role};
 
 use crate::maps::{EVENTS, KSPAN_SETTINGS, PENDING, PID_FILTER, PendingCall, count, setting};
 
 const EINPROGRESS: i64 = 115;
 
 #[inline(always)]
-fn current() -> (u64, u32, u32) {
+pub(crate) fn current() -> (u64, u32, u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     (pid_tgid, (pid_tgid >> 32) as u32, pid_tgid as u32)
 }
 
 /// The cheap checks first: most syscalls on a host are not ours to see.
 #[inline(always)]
-fn should_trace(tgid: u32) -> bool {
+pub(crate) fn should_trace(tgid: u32) -> bool {
     if tgid == setting(&KSPAN_SETTINGS.self_tgid) {
         return false;
     }
-    if setting(&KSPAN_SETTINGS.filter_mode) == FILTER_ALLOW_LIST
-        && unsafe { PID_FILTER.get(&tgid) }.is_none()
-    {
+    if setting(&KSPAN_SETTINGS.filter_mode) == FILTER_ALLOW_LIST && unsafe { PID_FILTER.get(&tgid) }.is_none() {
         return false;
     }
     let netns = setting(&KSPAN_SETTINGS.netns);
@@ -95,14 +96,23 @@ fn try_exit_data(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     };
     let _ = PENDING.remove(&pid_tgid);
+    let ret = ret(ctx)?;
+    if pending.call == Call::Sendfile as u8 {
+        if ret > 0 {
+            capture::emit_gap(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() }, Direction::Egress);
+        }
+        return Ok(());
+    }
     // A call parked by another syscall whose exit we missed is stale.
     if Call::from_u8(pending.call).and_then(Call::direction).is_none() {
         return Ok(());
     }
-    let ret = ret(ctx)?;
     if ret > 0 {
         capture::emit(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() });
-        threadctx::on_data(&pending, pid_tgid, kspan_common::Call::from_u8(pending.call).and_then(|c| c.direction()) == Some(kspan_common::Direction::Egress));
+        if threadctx::enabled() {
+            let egress = Call::from_u8(pending.call).and_then(Call::direction) == Some(Direction::Egress);
+            threadctx::on_data(&pending, conn::role_of(tgid, pending.fd), pid_tgid, egress);
+        }
     }
     Ok(())
 }
@@ -247,6 +257,8 @@ data_syscall!(sys_enter_sendmsg, Call::Sendmsg);
 data_syscall!(sys_enter_recvmsg, Call::Recvmsg);
 data_syscall!(sys_enter_sendmmsg, Call::Sendmmsg);
 data_syscall!(sys_enter_recvmmsg, Call::Recvmmsg);
+// The body bytes never pass through user memory: only their count is kept.
+data_syscall!(sys_enter_sendfile64, Call::Sendfile);
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {

@@ -18,7 +18,7 @@ pub static KSPAN_SETTINGS: Settings = Settings {
     port_filter: 0,
     fork_child_offset: 0,
     propagate: 0,
-    _pad: 0,
+    sock_capture: 0,
     propagate_netns_cookie: 0,
     offsets: kspan_common::KernelOffsets {
         task_files: 0,
@@ -33,6 +33,8 @@ pub static KSPAN_SETTINGS: Settings = Settings {
         socket_type: 0,
         socket_sk: 0,
         sk_family: 0,
+        sk_type: 0,
+        sk_protocol: 0,
         sk_daddr: 0,
         sk_rcv_saddr: 0,
         sk_dport: 0,
@@ -68,6 +70,17 @@ pub static PENDING: HashMap<u64, PendingCall> = HashMap::with_max_entries(16384,
 /// Sockets we know, by `tgid << 32 | fd`.
 #[map]
 pub static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Socket capture path: connections by (sock, process). A sock is the
+/// same connection in every process that shares it, but each process
+/// reports it under its own fd.
+#[map]
+pub static SK_CONNS: LruHashMap<SkKey, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// Socket capture path: which end each handshake made a sock
+/// (`Role` as u8), from `inet_sock_set_state`, until the sock is freed.
+#[map]
+pub static SK_ROLES: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 
 /// Known connections by kernel `struct sock` address, so a state change
 /// (which fires outside the owning process) can name the connection.
@@ -144,8 +157,17 @@ pub struct PendingCall {
 pub struct ConnState {
     pub conn_id: u64,
     pub sk: u64,
+    pub fd: i32,
     pub role: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SkKey {
+    pub sk: u64,
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]

@@ -2,7 +2,7 @@
 //! and the network namespace. Offsets come from user space (BTF) because Rust
 //! eBPF has no CO-RE.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated};
 use kspan_common::KernelOffsets;
 
 use crate::maps::{KSPAN_SETTINGS, setting};
@@ -10,6 +10,7 @@ use crate::maps::{KSPAN_SETTINGS, setting};
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
 const SOCK_STREAM: u16 = 1;
+const IPPROTO_TCP: u16 = 6;
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
@@ -90,6 +91,14 @@ pub struct Endpoints {
     pub remote_port: u16,
 }
 
+/// Local and remote port of a sock, in host order.
+#[inline(always)]
+pub fn ports(sk: u64) -> Result<(u16, u16), i32> {
+    let off = offsets();
+    // SAFETY: faulting-safe reads. skc_num is host order, skc_dport is not.
+    unsafe { Ok((read::<u16>(sk, &off.sk_num)?, u16::from_be(read::<u16>(sk, &off.sk_dport)?))) }
+}
+
 #[inline(always)]
 pub fn endpoints(sk: u64, family: u16) -> Result<Endpoints, i32> {
     let off = offsets();
@@ -123,5 +132,52 @@ pub fn current_netns() -> Result<u32, i32> {
         }
         let net: u64 = read(nsproxy, &off.nsproxy_net_ns)?;
         read(net, &off.net_ns_inum)
+    }
+}
+
+/// Whether a sock is TCP over IPv4/IPv6, from the sock alone (no fd walk).
+#[inline(always)]
+pub fn sock_is_tcp(sk: u64) -> Result<bool, i32> {
+    let off = offsets();
+    unsafe {
+        let family: u16 = read(sk, &off.sk_family)?;
+        if family != AF_INET && family != AF_INET6 {
+            return Ok(false);
+        }
+        let sk_type: u16 = read(sk, &off.sk_type)?;
+        let protocol: u16 = read(sk, &off.sk_protocol)?;
+        Ok(sk_type == SOCK_STREAM && protocol == IPPROTO_TCP)
+    }
+}
+
+/// The registers the current task entered the kernel with, from `r10` to
+/// `orig_ax` in x86_64 `struct pt_regs` order: its syscall number and
+/// arguments, still there while the syscall runs.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallRegs {
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub ax: u64,
+    pub cx: u64,
+    pub dx: u64,
+    pub si: u64,
+    pub di: u64,
+    pub orig_ax: u64,
+}
+
+/// Offset of `r10` in x86_64 `struct pt_regs` (r15..r11 come first).
+const PT_REGS_R10: u64 = 7 * 8;
+
+#[inline(always)]
+pub fn syscall_regs() -> Result<SyscallRegs, i32> {
+    // SAFETY: helpers on the current task; the read faults safely.
+    unsafe {
+        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf());
+        if regs == 0 {
+            return Err(-1);
+        }
+        bpf_probe_read_kernel((regs as u64 + PT_REGS_R10) as *const SyscallRegs).map_err(|e| e as i32)
     }
 }

@@ -6,25 +6,21 @@ use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id, generated
 use kspan_common::MAX_CAPTURE;
 use kspan_common::{Counter, EventKind, Role, ThreadCtxEvent};
 
-use crate::{
-    conn::fd_key,
-    maps::{CONNS, EVENTS, KSPAN_SETTINGS, PendingCall, SCRATCH, THREAD_CTX, ThreadCtx, count, setting},
-};
+use crate::maps::{EVENTS, KSPAN_SETTINGS, PendingCall, SCRATCH, THREAD_CTX, ThreadCtx, count, setting};
+
+#[inline(always)]
+pub fn enabled() -> bool {
+    setting(&KSPAN_SETTINGS.propagate) != 0
+}
 
 /// After a data syscall on a server connection: a read that starts a request
 /// opens the thread's context; the response write closes it.
 #[inline(always)]
-pub fn on_data(pending: &PendingCall, pid_tgid: u64, egress: bool) {
-    if setting(&KSPAN_SETTINGS.propagate) == 0 {
+pub fn on_data(pending: &PendingCall, role: u8, pid_tgid: u64, egress: bool) {
+    if !enabled() || role != Role::Server as u8 {
         return;
     }
     let tgid = (pid_tgid >> 32) as u32;
-    let Some(state) = (unsafe { CONNS.get(&fd_key(tgid, pending.fd)) }).copied() else {
-        return;
-    };
-    if state.role != Role::Server as u8 {
-        return;
-    }
     let current = unsafe { THREAD_CTX.get(&pid_tgid) }.copied();
     if egress {
         if current.is_some_and(|c| c.conn_id == pending.conn_id) {

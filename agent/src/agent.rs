@@ -21,8 +21,8 @@ use crate::{
     metrics::Metrics,
     process::registry::Registry,
     protocol::{
-        http1::{Http1Event, Ts},
         db::DbEvent,
+        http1::{Http1Event, Ts},
         http2::Http2Event,
     },
     span::{
@@ -71,6 +71,7 @@ impl Agent {
         let allow_list = !config.pids.is_empty() || config.exe_path.is_some() || ports.is_some();
         let opts = CaptureOptions {
             capture_size: config.capture_size,
+            hook: config.capture_hook,
             ringbuf_bytes: config.ringbuf_size,
             allow_list,
             ports: ports.as_ref().map(|p| p.iter_ports().collect()).unwrap_or_default(),
@@ -122,15 +123,17 @@ impl Agent {
     }
 
     fn exe_selected(&mut self, pid: u32) -> bool {
-        let Some(matcher) = self.config.exe_path.clone() else { return false };
+        let Some(matcher) = self.config.exe_path.clone() else {
+            return false;
+        };
         self.registry.exe_path(pid).is_some_and(|exe| matcher.matches(&exe))
     }
 
     pub async fn run(mut self, events: RingBuf<MapData>) -> anyhow::Result<()> {
         // SAFETY: the ring buffer owns its fd and outlives the registration
         // (both are dropped together at the end of this function).
-        let mut events = unsafe { AsyncFd::register(events) }
-            .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+        let mut events =
+            unsafe { AsyncFd::register(events) }.map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let period = Duration::from_secs(self.config.metrics_interval.max(1));
         let mut metrics_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -260,13 +263,18 @@ impl Agent {
         for ev in events {
             let built = match &ev.event {
                 AppEvent::Http1(Http1Event::RequestStarted { seq, head, first }) => {
-                    let w3c = Propagation { traceparent: head.traceparent.as_deref(), tracestate: head.tracestate.as_deref() };
+                    let w3c = Propagation {
+                        traceparent: head.traceparent.as_deref(),
+                        tracestate: head.tracestate.as_deref(),
+                    };
                     self.request_started(conn, &ev, *seq, &w3c, first);
                     continue;
                 }
                 AppEvent::Http2(Http2Event::StreamStarted { stream_id, request, first }) => {
-                    let w3c =
-                        Propagation { traceparent: request.traceparent.as_deref(), tracestate: request.tracestate.as_deref() };
+                    let w3c = Propagation {
+                        traceparent: request.traceparent.as_deref(),
+                        tracestate: request.tracestate.as_deref(),
+                    };
                     self.request_started(conn, &ev, u64::from(*stream_id), &w3c, first);
                     continue;
                 }
@@ -312,6 +320,7 @@ impl Agent {
         self.metrics.log(
             kernel[Counter::RingbufDropped as usize] + kernel[Counter::ControlDropped as usize],
             kernel[Counter::SocketCalls as usize],
+            kernel[Counter::Unattributed as usize],
             &self.conns.stats,
             self.conns.len(),
             self.streams.len(),

@@ -43,6 +43,20 @@ pub enum Propagate {
     Headers,
 }
 
+/// Where the kernel programs capture socket data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureHook {
+    /// `sockets` where the kernel has it, else `syscalls`.
+    Auto,
+    /// The `sock_send_length`/`sock_recv_length` tracepoints (Linux >= 6.3,
+    /// x86_64): only socket I/O pays, and other syscalls keep their fast path.
+    Sockets,
+    /// Enter and exit tracepoints of the data syscalls: every kernel, but
+    /// every syscall on the host takes the tracing slow path.
+    Syscalls,
+}
+
 /// kspan: OpenTelemetry traces for every service on this host, from the
 /// kernel, with no code changes. OTLP export is configured with the standard
 /// OTEL_EXPORTER_OTLP_* variables; without an endpoint, spans are printed.
@@ -93,6 +107,10 @@ pub struct Cli {
     #[arg(long, env = "KSPAN_CAPTURE_SIZE")]
     pub capture_size: Option<u32>,
 
+    /// Where socket data is captured: `auto`, `sockets` or `syscalls`.
+    #[arg(long, env = "KSPAN_CAPTURE_HOOK", value_enum)]
+    pub capture_hook: Option<CaptureHook>,
+
     /// Kernel ring buffer size in bytes (a power of two, >= 4096).
     #[arg(long, env = "KSPAN_RINGBUF_SIZE")]
     pub ringbuf_size: Option<u32>,
@@ -130,6 +148,7 @@ pub struct Config {
     pub print: Print,
     pub routes: Vec<String>,
     pub capture_size: u32,
+    pub capture_hook: CaptureHook,
     pub ringbuf_size: u32,
     pub max_connections: usize,
     pub metrics_interval: u64,
@@ -170,6 +189,7 @@ impl Cli {
             print: self.print.or(file.print).unwrap_or(Print::Auto),
             routes: pick_vec(self.route, file.route),
             capture_size: self.capture_size.or(file.capture_size).unwrap_or(kspan_common::DEFAULT_CAPTURE),
+            capture_hook: self.capture_hook.or(file.capture_hook).unwrap_or(CaptureHook::Auto),
             ringbuf_size,
             max_connections: self.max_connections.or(file.max_connections).unwrap_or(65536),
             metrics_interval: self.metrics_interval.or(file.metrics_interval).unwrap_or(30),
@@ -248,7 +268,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kspan-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let toml_path = dir.join("k.toml");
-        std::fs::write(&toml_path, "open-ports = \"80,8000-8999\"\nroute = [\"/users/{id}\"]\ncapture-size = 2048\nprint = \"json\"\n").unwrap();
+        std::fs::write(
+            &toml_path,
+            "open-ports = \"80,8000-8999\"\nroute = [\"/users/{id}\"]\ncapture-size = 2048\nprint = \"json\"\n",
+        )
+        .unwrap();
         let cfg = parse(&["--config", toml_path.to_str().unwrap(), "--capture-size", "1024"]).into_config().unwrap();
         assert_eq!(cfg.capture_size, 1024);
         assert_eq!(cfg.open_ports.as_deref(), Some("80,8000-8999"));

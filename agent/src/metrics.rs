@@ -47,12 +47,21 @@ impl Metrics {
     }
 
     /// One structured line with every counter.
-    pub fn log(&self, kernel_dropped: u64, socket_calls: u64, conns: &crate::conntrack::ConnStats, connections: usize, streams: usize) {
+    pub fn log(
+        &self,
+        kernel_dropped: u64,
+        socket_calls: u64,
+        unattributed: u64,
+        conns: &crate::conntrack::ConnStats,
+        connections: usize,
+        streams: usize,
+    ) {
         let e = &self.export;
         tracing::info!(
             events = self.events.get(),
             events_dropped_ringbuf = kernel_dropped,
             socket_calls,
+            socket_io_unattributed = unattributed,
             bytes_captured = self.bytes_captured.get(),
             decode_errors = self.decode_errors.get(),
             data_without_connection = self.data_without_connection.get(),

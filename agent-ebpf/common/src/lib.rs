@@ -107,14 +107,21 @@ pub enum Call {
     /// The kernel aborted the connection (RST received or sent, or a
     /// refused connect), seen on `sock:inet_sock_set_state`.
     Reset = 16,
+    /// Bytes sent from a file or pipe (`sendfile`, `splice`): counted as a
+    /// gap, never copied (they are not in user memory).
+    Sendfile = 17,
+    /// Socket I/O whose user buffer kspan cannot name (`io_uring`, or one
+    /// message of a `sendmmsg`/`recvmmsg` batch on the socket capture
+    /// path): counted as a gap, never copied.
+    Uncaptured = 18,
 }
 
 impl Call {
     pub fn from_u8(v: u8) -> Option<Self> {
         use Call::*;
-        const ALL: [Call; 16] = [
+        const ALL: [Call; 18] = [
             Read, Write, Readv, Writev, Sendto, Recvfrom, Sendmsg, Recvmsg, Sendmmsg, Recvmmsg, Connect, Accept,
-            Accept4, Close, FirstData, Reset,
+            Accept4, Close, FirstData, Reset, Sendfile, Uncaptured,
         ];
         let mut i = 0;
         while i < ALL.len() {
@@ -128,12 +135,8 @@ impl Call {
 
     pub fn direction(self) -> Option<Direction> {
         match self {
-            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg | Self::Sendmmsg => {
-                Some(Direction::Egress)
-            }
-            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::Recvmmsg => {
-                Some(Direction::Ingress)
-            }
+            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg | Self::Sendmmsg => Some(Direction::Egress),
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::Recvmmsg => Some(Direction::Ingress),
             _ => None,
         }
     }
@@ -269,6 +272,8 @@ pub struct KernelOffsets {
     pub socket_type: u32,
     pub socket_sk: u32,
     pub sk_family: u32,
+    pub sk_type: u32,
+    pub sk_protocol: u32,
     pub sk_daddr: u32,
     pub sk_rcv_saddr: u32,
     pub sk_dport: u32,
@@ -324,7 +329,9 @@ pub struct Settings {
     pub fork_child_offset: u32,
     /// Non-zero: `--propagate headers` is on (thread contexts are kept).
     pub propagate: u32,
-    pub _pad: u32,
+    /// Non-zero: data is captured on `sock_send_length`/`sock_recv_length`
+    /// (the socket capture path), not on syscall tracepoints.
+    pub sock_capture: u32,
     /// Non-zero: inject only on sockets of the network namespace with this
     /// cookie (`--netns`).
     pub propagate_netns_cookie: u64,
@@ -349,9 +356,13 @@ pub enum Counter {
     Injected = 4,
     /// Requests left alone because injection could not be proven safe.
     InjectSkipped = 5,
+    /// TCP traffic of a traced process on a connection kspan could not tie
+    /// to a file descriptor (io_uring, or a socket used by the kernel on
+    /// the process's behalf): not captured.
+    Unattributed = 6,
 }
 
-pub const COUNTER_SLOTS: u32 = 6;
+pub const COUNTER_SLOTS: u32 = 7;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -47,6 +47,8 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         // struct sock starts with its sock_common, so these are offsets in
         // the sock too.
         sk_family: f("sock_common", "skc_family")?,
+        sk_type: f("sock", "sk_type")?,
+        sk_protocol: f("sock", "sk_protocol")?,
         sk_daddr: f("sock_common", "skc_daddr")?,
         sk_rcv_saddr: f("sock_common", "skc_rcv_saddr")?,
         sk_dport: f("sock_common", "skc_dport")?,
@@ -77,7 +79,9 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str) -> Result<Option<u32>
             return Ok(Some(member.bit_offset()));
         }
         if name.is_empty() {
-            let Some(type_id) = member.get_type_id() else { continue };
+            let Some(type_id) = member.get_type_id() else {
+                continue;
+            };
             if let Type::Struct(inner) | Type::Union(inner) = btf.resolve_type_by_id(type_id)? {
                 if let Some(bits) = find_member(btf, &inner, field)? {
                     return Ok(Some(member.bit_offset() + bits));

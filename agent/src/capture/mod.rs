@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf, SockHash},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use kspan_common::{
     COUNTER_SLOTS, FILTER_ALL, FILTER_ALLOW_LIST, MAX_CAPTURE, Settings, SockStateLayout, SyscallLayout,
@@ -21,8 +21,19 @@ use kspan_common::{
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/kspan"));
 
 /// Data syscalls: an enter program each, one shared exit program.
-const DATA_SYSCALLS: &[&str] =
-    &["read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg"];
+const DATA_SYSCALLS: &[&str] = &[
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+    "sendfile64",
+];
 /// Syscall tracepoints with an enter and an exit program of their own.
 const SYSCALLS: &[&str] = &["connect"];
 /// Enter-only syscall tracepoints.
@@ -30,6 +41,15 @@ const ENTER_ONLY: &[&str] = &["close", "dup2", "dup3"];
 /// Exit-only syscall tracepoints.
 const EXIT_ONLY: &[&str] = &["accept", "accept4"];
 const SCHED: &[&str] = &["sched_process_fork", "sched_process_exit", "sched_process_exec"];
+/// The socket capture path: raw tracepoints, each with a program of its name.
+const SOCKET_HOOKS: &[(&str, &str)] = &[
+    ("sock", "sock_send_length"),
+    ("sock", "sock_recv_length"),
+    ("tcp", "tcp_receive_reset"),
+    ("tcp", "tcp_destroy_sock"),
+];
+
+pub use crate::config::CaptureHook;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -53,6 +73,12 @@ pub enum CaptureError {
     NoCgroup2,
     #[error("{0}: {1}")]
     Netns(String, #[source] std::io::Error),
+    #[error(
+        "--capture-hook sockets needs the sock:sock_send_length, sock:sock_recv_length, \
+         tcp:tcp_receive_reset and tcp:tcp_destroy_sock tracepoints (Linux >= 6.3) on x86_64; \
+         use --capture-hook syscalls"
+    )]
+    NoSocketHooks,
 }
 
 /// How the kernel programs are set up. Filters the kernel applies itself, so
@@ -61,6 +87,8 @@ pub enum CaptureError {
 pub struct CaptureOptions {
     /// Payload bytes captured per syscall.
     pub capture_size: u32,
+    /// Where socket data is captured.
+    pub hook: CaptureHook,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ringbuf_bytes: u32,
     /// Trace only processes put into the allow-list (by pid, exe or port).
@@ -95,6 +123,14 @@ impl Capture {
             (Some(path), true) => propagate::netns_cookie(path)?,
             _ => 0,
         };
+        let sockets = match opts.hook {
+            CaptureHook::Syscalls => false,
+            CaptureHook::Sockets if !socket_hooks_available(&tracefs) => {
+                return Err(CaptureError::NoSocketHooks);
+            }
+            CaptureHook::Sockets => true,
+            CaptureHook::Auto => socket_hooks_available(&tracefs),
+        };
         let settings = Settings {
             capture_size: opts.capture_size,
             filter_mode: if opts.allow_list { FILTER_ALLOW_LIST } else { FILTER_ALL },
@@ -103,10 +139,10 @@ impl Capture {
             port_filter: u32::from(!opts.ports.is_empty()),
             fork_child_offset: fork_child_offset(&tracefs)?,
             propagate: u32::from(opts.propagate),
-            _pad: 0,
+            sock_capture: u32::from(sockets),
             propagate_netns_cookie,
             offsets: btf::kernel_offsets(&opts.btf_path)?,
-            layout: syscall_layout(&tracefs)?,
+            layout: if sockets { SyscallLayout::default() } else { syscall_layout(&tracefs)? },
             sock_state: sock_state_layout(&tracefs)?,
         };
         let ebpf = EbpfLoader::new()
@@ -121,22 +157,19 @@ impl Capture {
             .map_err(CaptureError::Load)?;
         let mut capture = Self { ebpf, _sock_hash: None };
         for port in &opts.ports {
-            capture.port_filter()?.insert(port, 1, 0).map_err(|source| CaptureError::Map { map: "PORT_FILTER", source })?;
+            capture
+                .port_filter()?
+                .insert(port, 1, 0)
+                .map_err(|source| CaptureError::Map { map: "PORT_FILTER", source })?;
         }
-        for name in DATA_SYSCALLS {
-            capture.attach("syscalls", &format!("sys_enter_{name}"))?;
-        }
-        let exits: Vec<String> = DATA_SYSCALLS.iter().map(|n| format!("sys_exit_{n}")).collect();
-        capture.attach_many("sys_exit_data", "syscalls", &exits)?;
-        for name in SYSCALLS {
-            capture.attach("syscalls", &format!("sys_enter_{name}"))?;
-            capture.attach("syscalls", &format!("sys_exit_{name}"))?;
-        }
-        for name in ENTER_ONLY {
-            capture.attach("syscalls", &format!("sys_enter_{name}"))?;
-        }
-        for name in EXIT_ONLY {
-            capture.attach("syscalls", &format!("sys_exit_{name}"))?;
+        if sockets {
+            for (_, name) in SOCKET_HOOKS {
+                capture.attach_raw(name)?;
+            }
+            tracing::info!("capturing on socket tracepoints (sock_send_length, sock_recv_length)");
+        } else {
+            capture.attach_syscalls()?;
+            tracing::info!("capturing on syscall tracepoints");
         }
         for name in SCHED {
             capture.attach("sched", name)?;
@@ -146,6 +179,39 @@ impl Capture {
             capture._sock_hash = Some(propagate::attach(&mut capture.ebpf)?);
         }
         Ok(capture)
+    }
+
+    fn attach_syscalls(&mut self) -> Result<(), CaptureError> {
+        for name in DATA_SYSCALLS {
+            self.attach("syscalls", &format!("sys_enter_{name}"))?;
+        }
+        let exits: Vec<String> = DATA_SYSCALLS.iter().map(|n| format!("sys_exit_{n}")).collect();
+        self.attach_many("sys_exit_data", "syscalls", &exits)?;
+        for name in SYSCALLS {
+            self.attach("syscalls", &format!("sys_enter_{name}"))?;
+            self.attach("syscalls", &format!("sys_exit_{name}"))?;
+        }
+        for name in ENTER_ONLY {
+            self.attach("syscalls", &format!("sys_enter_{name}"))?;
+        }
+        for name in EXIT_ONLY {
+            self.attach("syscalls", &format!("sys_exit_{name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Loads program `name` and attaches it to the raw tracepoint of that name.
+    fn attach_raw(&mut self, name: &str) -> Result<(), CaptureError> {
+        let program = name.to_owned();
+        let tp: &mut RawTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| CaptureError::Program { program: program.clone(), source: ProgramError::NotLoaded })?
+            .try_into()
+            .map_err(|source| CaptureError::Program { program: program.clone(), source })?;
+        tp.load().map_err(|source| rejected(&program, source))?;
+        tp.attach(name).map_err(|source| CaptureError::Program { program, source })?;
+        Ok(())
     }
 
     fn attach(&mut self, category: &str, name: &str) -> Result<(), CaptureError> {
@@ -161,12 +227,7 @@ impl Capture {
             .ok_or_else(|| CaptureError::Program { program: program.clone(), source: ProgramError::NotLoaded })?
             .try_into()
             .map_err(|source| CaptureError::Program { program: program.clone(), source })?;
-        tp.load().map_err(|source| match source {
-            ProgramError::LoadError { io_error, verifier_log } => {
-                CaptureError::Rejected { program: program.clone(), source: io_error, log: verifier_log.to_string() }
-            }
-            source => CaptureError::Program { program: program.clone(), source },
-        })?;
+        tp.load().map_err(|source| rejected(&program, source))?;
         for tracepoint in tracepoints {
             tp.attach(category, tracepoint)
                 .map_err(|source| CaptureError::Program { program: format!("{program} on {tracepoint}"), source })?;
@@ -202,22 +263,36 @@ impl Capture {
             PerCpuArray::try_from(map).map_err(|source| CaptureError::Map { map: "COUNTERS", source })?;
         let mut out = [0u64; COUNTER_SLOTS as usize];
         for (slot, total) in out.iter_mut().enumerate() {
-            let values = array.get(&(slot as u32), 0).map_err(|source| CaptureError::Map { map: "COUNTERS", source })?;
+            let values =
+                array.get(&(slot as u32), 0).map_err(|source| CaptureError::Map { map: "COUNTERS", source })?;
             *total = values.iter().sum();
         }
         Ok(out)
     }
 }
 
+fn rejected(program: &str, source: ProgramError) -> CaptureError {
+    match source {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            CaptureError::Rejected { program: program.to_owned(), source: io_error, log: verifier_log.to_string() }
+        }
+        source => CaptureError::Program { program: program.to_owned(), source },
+    }
+}
+
+/// Whether this kernel has the socket capture path's tracepoints. The
+/// program reads syscall registers in the x86_64 layout, so other
+/// architectures use syscall tracepoints.
+fn socket_hooks_available(tracefs: &Path) -> bool {
+    cfg!(target_arch = "x86_64")
+        && SOCKET_HOOKS.iter().all(|(category, name)| tracefs.join("events").join(category).join(name).is_dir())
+}
+
 /// Highest possible CPU id + 1, from /sys/devices/system/cpu/possible
 /// ("0-3" or "0,2-5"); the scratch array needs a slot for each.
 fn possible_cpus() -> u32 {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
-    let max = text
-        .trim()
-        .split(',')
-        .filter_map(|range| range.rsplit('-').next()?.trim().parse::<u32>().ok())
-        .max();
+    let max = text.trim().split(',').filter_map(|range| range.rsplit('-').next()?.trim().parse::<u32>().ok()).max();
     match max {
         Some(max) => max + 1,
         None => std::thread::available_parallelism().map_or(256, |n| n.get() as u32),
@@ -267,7 +342,13 @@ fn syscall_layout(tracefs: &Path) -> Result<SyscallLayout, CaptureError> {
         let exit = format!("sys_exit_{name}");
         let ret_offset = tracefs::field_offset(&tracefs::read_format(tracefs, "syscalls", &exit)?, &exit, "ret")?;
         if ret_offset != layout.ret_offset {
-            return Err(tracefs::TracefsError::Layout { tracepoint: exit, index: 0, offset: ret_offset, expected: layout.ret_offset }.into());
+            return Err(tracefs::TracefsError::Layout {
+                tracepoint: exit,
+                index: 0,
+                offset: ret_offset,
+                expected: layout.ret_offset,
+            }
+            .into());
         }
     }
     Ok(layout)
@@ -287,4 +368,22 @@ fn sock_state_layout(tracefs: &Path) -> Result<SockStateLayout, CaptureError> {
 fn fork_child_offset(tracefs: &Path) -> Result<u32, CaptureError> {
     let fields = tracefs::read_format(tracefs, "sched", "sched_process_fork")?;
     Ok(tracefs::field_offset(&fields, "sched_process_fork", "child_pid")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_hooks_need_every_tracepoint() {
+        let dir = std::env::temp_dir().join(format!("kspan-tracefs-{}", std::process::id()));
+        for (category, name) in &SOCKET_HOOKS[..SOCKET_HOOKS.len() - 1] {
+            std::fs::create_dir_all(dir.join("events").join(category).join(name)).unwrap();
+        }
+        assert!(!socket_hooks_available(&dir), "one tracepoint missing: fall back to syscalls");
+        let (category, name) = SOCKET_HOOKS[SOCKET_HOOKS.len() - 1];
+        std::fs::create_dir_all(dir.join("events").join(category).join(name)).unwrap();
+        assert_eq!(socket_hooks_available(&dir), cfg!(target_arch = "x86_64"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
