@@ -283,15 +283,15 @@ impl Agent {
                     continue;
                 }
                 AppEvent::Db(system, DbEvent::Exchange(ex)) => {
-                    let ctx = self.linker.finish(conn.id, ex.seq, ev.pid);
+                    let ctx = self.linker.finish(conn.id, ex.seq);
                     self.builder.db(conn, ev.role, *system, ex, self.registry.resource(ev.pid), ctx)
                 }
                 AppEvent::Http1(Http1Event::Exchange(ex)) => {
-                    let ctx = self.linker.finish(conn.id, ex.seq, ev.pid);
+                    let ctx = self.linker.finish(conn.id, ex.seq);
                     self.builder.http1(conn, ev.role, ex, self.registry.resource(ev.pid), ctx)
                 }
                 AppEvent::Http2(Http2Event::Exchange(ex)) => {
-                    let ctx = self.linker.finish(conn.id, u64::from(ex.stream_id), ev.pid);
+                    let ctx = self.linker.finish(conn.id, u64::from(ex.stream_id));
                     self.builder.http2(conn, ev.role, ex, self.registry.resource(ev.pid), ctx)
                 }
             };

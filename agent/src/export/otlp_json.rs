@@ -16,7 +16,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn any_value(v: &AttrValue) -> Value {
     match v {
-        AttrValue::Str(s) => json!({ "stringValue": s }),
+        AttrValue::Str(s) => json!({ "stringValue": &**s }),
         AttrValue::Int(i) => json!({ "intValue": i.to_string() }),
         AttrValue::Bool(b) => json!({ "boolValue": b }),
     }

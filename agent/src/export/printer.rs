@@ -226,7 +226,7 @@ impl Serialize for Attrs<'_> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
             match v {
-                AttrValue::Str(s) => map.serialize_entry(k, s)?,
+                AttrValue::Str(s) => map.serialize_entry(k, &**s)?,
                 AttrValue::Int(i) => map.serialize_entry(k, i)?,
                 AttrValue::Bool(b) => map.serialize_entry(k, b)?,
             }

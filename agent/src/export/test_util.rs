@@ -10,7 +10,7 @@ pub(crate) fn resource(key: u64, service: &str) -> Arc<Resource> {
         key,
         service_name: service.to_owned(),
         attributes: vec![
-            ("service.name".to_owned(), AttrValue::from(service)),
+            ("service.name".to_owned(), AttrValue::from(service.to_owned())),
             ("process.pid".to_owned(), AttrValue::Int(4242)),
         ],
     })

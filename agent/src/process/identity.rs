@@ -215,7 +215,7 @@ pub fn build_resource(info: &ProcessInfo, host: &HostInfo, sdk_version: &str) ->
         put("container.id", id.clone().into());
     }
     put("telemetry.sdk.name", "kspan".into());
-    put("telemetry.sdk.version", sdk_version.into());
+    put("telemetry.sdk.version", sdk_version.to_owned().into());
     if let Some(lang) = sdk_language(&info.exe_name) {
         put("telemetry.sdk.language", lang.into());
     }
@@ -524,7 +524,7 @@ mod tests {
         };
         let host = HostInfo { host_name: "node-1".into(), host_id: Some("c".repeat(32)) };
         let r = build_resource(&info, &host, "0.1.0");
-        let s = |v: &str| Some(AttrValue::Str(v.into()));
+        let s = |v: &str| Some(AttrValue::from(v.to_owned()));
         assert_eq!(r.service_name, "app");
         assert_eq!(attr(&r, "service.name"), s("app").as_ref());
         assert_eq!(attr(&r, "service.instance.id"), s("node-1:4242:555").as_ref());

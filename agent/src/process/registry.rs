@@ -90,17 +90,17 @@ fn gone_process(pid: u32, comm: Option<&str>, host: &HostInfo) -> Resource {
         None => format!("unknown_service:{pid}"),
     };
     let mut attributes = vec![
-        ("service.name".to_owned(), AttrValue::Str(service_name.clone())),
+        ("service.name".to_owned(), AttrValue::from(service_name.clone())),
         ("process.pid".to_owned(), AttrValue::Int(i64::from(pid))),
-        ("host.name".to_owned(), AttrValue::Str(host.host_name.clone())),
-        ("telemetry.sdk.name".to_owned(), AttrValue::Str("kspan".to_owned())),
-        ("telemetry.sdk.version".to_owned(), AttrValue::Str(env!("CARGO_PKG_VERSION").to_owned())),
+        ("host.name".to_owned(), AttrValue::from(host.host_name.clone())),
+        ("telemetry.sdk.name".to_owned(), AttrValue::from("kspan".to_owned())),
+        ("telemetry.sdk.version".to_owned(), AttrValue::from(env!("CARGO_PKG_VERSION").to_owned())),
     ];
     if let Some(id) = &host.host_id {
-        attributes.push(("host.id".to_owned(), AttrValue::Str(id.clone())));
+        attributes.push(("host.id".to_owned(), AttrValue::from(id.clone())));
     }
     if let Some(comm) = comm {
-        attributes.push(("process.executable.name".to_owned(), AttrValue::Str(comm.to_owned())));
+        attributes.push(("process.executable.name".to_owned(), AttrValue::from(comm.to_owned())));
     }
     Resource { key: u64::from(pid) | (1 << 63), service_name, attributes }
 }

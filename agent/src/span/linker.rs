@@ -93,13 +93,16 @@ struct Node {
     /// Monotonic ns when the request started (first byte written or read).
     started_ns: u64,
     done: bool,
+    /// (pid, tid) of the thread that read an incoming request: its
+    /// `inflight` list.
+    reader: Option<(u32, u32)>,
 }
 type NodeRef = Rc<RefCell<Node>>;
 
 impl Node {
     /// A request with no known parent yet.
     fn unlinked(group: GroupRef, span_id: SpanId, started_ns: u64) -> Self {
-        Self { group, span_id, parent: None, parent_is_remote: false, pinned: false, started_ns, done: false }
+        Self { group, span_id, parent: None, parent_is_remote: false, pinned: false, started_ns, done: false, reader: None }
     }
 }
 
@@ -160,6 +163,9 @@ pub struct Linker {
     sampler: super::sampler::Sampler,
     pub stats: LinkStats,
 }
+
+/// Size of `inherited` at which finished entries are swept out.
+const INHERITED_SWEEP: usize = 1024;
 
 /// Per-key backlog of kernel hints kept while their requests are parsed.
 const HINT_BACKLOG: usize = 64;
@@ -281,6 +287,7 @@ impl Linker {
                 pinned: true,
                 started_ns,
                 done: false,
+                reader: None,
             },
             None => {
                 let group = self.new_group();
@@ -291,7 +298,7 @@ impl Linker {
             }
         };
         let pinned = node.pinned;
-        let node = Rc::new(RefCell::new(node));
+        let node = Rc::new(RefCell::new(Node { reader: Some((conn.pid, tid)), ..node }));
         if let (false, Some(local), Some(remote)) = (pinned, conn.local, conn.remote) {
             let key = (canonical(remote), canonical(local), seq);
             match self.outbound.take(&key) {
@@ -320,6 +327,7 @@ impl Linker {
                 pinned: true,
                 started_ns,
                 done: false,
+                reader: None,
             },
             (None, Some(parent)) => {
                 self.stats.linked_in_process += 1;
@@ -332,6 +340,7 @@ impl Linker {
                     pinned: false,
                     started_ns,
                     done: false,
+                    reader: None,
                 }
             }
             (None, None) => Node::unlinked(self.new_group(), self.ids.span_id(), started_ns),
@@ -446,7 +455,7 @@ impl Linker {
 
     /// The context for the span of request `seq` on `conn`; a fresh root
     /// when the request's start was not seen.
-    pub fn finish(&mut self, conn_id: u64, seq: u64, pid: u32) -> TraceCtx {
+    pub fn finish(&mut self, conn_id: u64, seq: u64) -> TraceCtx {
         let node = self.requests.get_mut(&conn_id).and_then(|m| m.remove(&seq));
         let Some(node) = node else {
             let trace_id = self.ids.trace_id();
@@ -460,11 +469,20 @@ impl Linker {
             };
         };
         node.borrow_mut().done = true;
-        for list in self.inflight.iter_mut().filter(|((p, _), _)| *p == pid).map(|(_, l)| l) {
+        let reader = node.borrow().reader;
+        if let Some(reader) = reader
+            && let Some(list) = self.inflight.get_mut(&reader)
+        {
             list.retain(|n| !Rc::ptr_eq(n, &node));
+            if list.is_empty() {
+                self.inflight.remove(&reader);
+            }
         }
-        self.inflight.retain(|_, l| !l.is_empty());
-        self.inherited.retain(|_, n| !n.borrow().done);
+        // Lookups skip finished entries; sweeping them on every span would
+        // cost as much as there are threads.
+        if self.inherited.len() >= INHERITED_SWEEP {
+            self.inherited.retain(|_, n| !n.borrow().done);
+        }
         let n = node.borrow();
         let group = root(&n.group);
         group.borrow_mut().exported = true;

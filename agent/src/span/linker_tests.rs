@@ -37,10 +37,10 @@ fn chain_on_one_host_is_one_trace() {
     l.request_started(&a_in, Role::Server, 0, &head(None), 20, 201);
     l.request_started(&a_out, Role::Client, 0, &head(None), 30, 201);
     l.request_started(&b_in, Role::Server, 0, &head(None), 40, 301);
-    let b = l.finish(3, 0, 300);
-    let a_client = l.finish(2, 0, 200);
-    let a = l.finish(1, 0, 200);
-    let c = l.finish(10, 0, 100);
+    let b = l.finish(3, 0);
+    let a_client = l.finish(2, 0);
+    let a = l.finish(1, 0);
+    let c = l.finish(10, 0);
     assert_eq!(c.parent_span_id, None);
     assert_eq!(a.parent_span_id, Some(c.span_id));
     assert_eq!(a_client.parent_span_id, Some(a.span_id));
@@ -62,9 +62,9 @@ fn late_caller_reroots_the_callee_subtree() {
     l.request_started(&a_in, Role::Server, 0, &head(None), 20, 201);
     l.request_started(&a_out, Role::Client, 0, &head(None), 30, 201);
     l.request_started(&curl, Role::Client, 0, &head(None), 10, 100);
-    let a_client = l.finish(2, 0, 200);
-    let a = l.finish(1, 0, 200);
-    let c = l.finish(10, 0, 100);
+    let a_client = l.finish(2, 0);
+    let a = l.finish(1, 0);
+    let c = l.finish(10, 0);
     assert_eq!(a.parent_span_id, Some(c.span_id));
     assert_eq!(a.trace_id, c.trace_id);
     assert_eq!(a_client.trace_id, c.trace_id, "child created before the link follows it");
@@ -79,16 +79,16 @@ fn event_loop_with_two_requests_in_flight_links_nothing() {
     l.request_started(&in1, Role::Server, 0, &head(None), 10, 200);
     l.request_started(&in2, Role::Server, 0, &head(None), 11, 200);
     l.request_started(&out, Role::Client, 0, &head(None), 12, 200);
-    let o = l.finish(3, 0, 200);
-    let (a, b) = (l.finish(1, 0, 200), l.finish(2, 0, 200));
+    let o = l.finish(3, 0);
+    let (a, b) = (l.finish(1, 0), l.finish(2, 0));
     assert_eq!(o.parent_span_id, None);
     assert!(o.trace_id != a.trace_id && o.trace_id != b.trace_id);
     assert_eq!(l.stats.ambiguous_threads, 1);
     // Once one request is done, the loop serves one: the next call links.
     l.request_started(&in1, Role::Server, 1, &head(None), 20, 200);
     l.request_started(&out, Role::Client, 1, &head(None), 21, 200);
-    let o = l.finish(3, 1, 200);
-    let a = l.finish(1, 1, 200);
+    let o = l.finish(3, 1);
+    let a = l.finish(1, 1);
     assert_eq!(o.parent_span_id, Some(a.span_id));
 }
 
@@ -100,13 +100,13 @@ fn worker_thread_inherits_its_creators_request() {
     l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
     l.thread_created(200, 201, 205);
     l.request_started(&a_out, Role::Client, 0, &head(None), 12, 205);
-    let out = l.finish(2, 0, 200);
-    let a = l.finish(1, 0, 200);
+    let out = l.finish(2, 0);
+    let a = l.finish(1, 0);
     assert_eq!(out.parent_span_id, Some(a.span_id));
     assert_eq!(out.trace_id, a.trace_id);
     // The request is over: a later call on that thread is not its child.
     l.request_started(&a_out, Role::Client, 1, &head(None), 30, 205);
-    assert_eq!(l.finish(2, 1, 200).parent_span_id, None);
+    assert_eq!(l.finish(2, 1).parent_span_id, None);
 }
 
 #[test]
@@ -117,8 +117,8 @@ fn traceparent_wins_over_same_host_linking() {
     let tp = format!("00-{TP_TRACE}-{TP_PARENT}-01");
     l.request_started(&caller, Role::Client, 0, &head(Some(tp.clone())), 10, 100);
     l.request_started(&callee, Role::Server, 0, &head(Some(tp)), 20, 201);
-    let s = l.finish(1, 0, 200);
-    let c = l.finish(10, 0, 100);
+    let s = l.finish(1, 0);
+    let c = l.finish(10, 0);
     assert_eq!(hex(&s.trace_id), TP_TRACE);
     assert_eq!(s.parent_span_id.map(|p| hex(&p)).as_deref(), Some(TP_PARENT));
     assert!(s.parent_is_remote);
@@ -135,9 +135,9 @@ fn sampled_out_trace_is_sampled_out_everywhere() {
     l.request_started(&a_in, Role::Server, 0, &head(Some(format!("00-{TP_TRACE}-{TP_PARENT}-00"))), 10, 201);
     l.request_started(&a_out, Role::Client, 0, &head(None), 20, 201);
     l.request_started(&b_in, Role::Server, 0, &head(None), 30, 301);
-    assert!(!l.finish(3, 0, 300).sampled, "same-host callee");
-    assert!(!l.finish(2, 0, 200).sampled, "in-process child");
-    assert!(!l.finish(1, 0, 200).sampled);
+    assert!(!l.finish(3, 0).sampled, "same-host callee");
+    assert!(!l.finish(2, 0).sampled, "in-process child");
+    assert!(!l.finish(1, 0).sampled);
 }
 
 #[test]
@@ -148,8 +148,8 @@ fn forwarded_header_does_not_duplicate_the_callers_span() {
     let a_out = conn(2, 200, "127.0.0.1:40001", "10.0.0.1:80", Role::Client);
     l.request_started(&a_in, Role::Server, 0, &head(Some(tp.clone())), 10, 201);
     l.request_started(&a_out, Role::Client, 0, &head(Some(tp)), 20, 201);
-    let out = l.finish(2, 0, 200);
-    let a = l.finish(1, 0, 200);
+    let out = l.finish(2, 0);
+    let a = l.finish(1, 0);
     assert_ne!(hex(&out.span_id), TP_PARENT);
     assert_eq!(out.parent_span_id, Some(a.span_id));
     assert_eq!(out.trace_id, a.trace_id);
@@ -162,13 +162,13 @@ fn impossible_order_is_not_linked() {
     let callee = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
     l.request_started(&callee, Role::Server, 0, &head(None), 5, 201);
     l.request_started(&caller, Role::Client, 0, &head(None), 10, 100);
-    assert_eq!(l.finish(1, 0, 200).parent_span_id, None, "read before the write began");
+    assert_eq!(l.finish(1, 0).parent_span_id, None, "read before the write began");
 }
 
 #[test]
 fn unseen_start_gets_a_fresh_root_and_state_is_released() {
     let mut l = Linker::new();
-    let ctx = l.finish(99, 0, 1);
+    let ctx = l.finish(99, 0);
     assert_eq!(ctx.parent_span_id, None);
     let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
     l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
@@ -198,8 +198,8 @@ fn kernel_injected_ids_are_used() {
         span_id: [9; 8],
     });
     l.request_started(&a_out, Role::Client, 0, &head(None), 20, 201);
-    let out = l.finish(2, 0, 200);
-    let a = l.finish(1, 0, 200);
+    let out = l.finish(2, 0);
+    let a = l.finish(1, 0);
     assert_eq!(a.trace_id, kernel_trace);
     assert_eq!(out.span_id, [9; 8]);
     assert_eq!((out.trace_id, out.parent_span_id), (kernel_trace, Some(a.span_id)));
@@ -222,8 +222,8 @@ fn injected_trace_id_wins_while_nothing_was_exported() {
         span_id: [4; 8],
     });
     l.request_started(&a_out, Role::Client, 0, &head(None), 20, 201);
-    let out = l.finish(2, 0, 200);
-    let a = l.finish(1, 0, 200);
+    let out = l.finish(2, 0);
+    let a = l.finish(1, 0);
     assert_eq!((out.trace_id, a.trace_id), ([3; 16], [3; 16]));
     assert_eq!(out.parent_span_id, Some(a.span_id));
 }
@@ -240,7 +240,7 @@ fn ratio_sampling_keeps_or_drops_whole_traces() {
         l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
         l.request_started(&a_out, Role::Client, 0, &head(None), 20, 201);
         l.request_started(&b_in, Role::Server, 0, &head(None), 30, 301);
-        let decisions = [l.finish(9000 + i, 0, 300).sampled, l.finish(5000 + i, 0, 200).sampled, l.finish(1000 + i, 0, 200).sampled];
+        let decisions = [l.finish(9000 + i, 0).sampled, l.finish(5000 + i, 0).sampled, l.finish(1000 + i, 0).sampled];
         assert!(decisions.iter().all(|d| *d == decisions[0]), "one decision per trace: {decisions:?}");
         if decisions[0] { kept += 1 } else { dropped += 1 }
     }

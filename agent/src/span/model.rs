@@ -12,20 +12,78 @@ pub enum SpanKind {
     Client,
 }
 
+/// Text of an attribute. Most values are fixed words (`GET`, `tcp`) or
+/// addresses seen before: those are not copied for every span.
+#[derive(Clone, Debug)]
+pub enum Text {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Self::Static(s) => s,
+            Self::Shared(s) => s,
+            Self::Owned(s) => s,
+        }
+    }
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Self::Static("")
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(v: &'static str) -> Self {
+        Self::Static(v)
+    }
+}
+impl From<String> for Text {
+    fn from(v: String) -> Self {
+        Self::Owned(v)
+    }
+}
+impl From<Arc<str>> for Text {
+    fn from(v: Arc<str>) -> Self {
+        Self::Shared(v)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttrValue {
-    Str(String),
+    Str(Text),
     Int(i64),
     Bool(bool),
 }
 
-impl From<&str> for AttrValue {
-    fn from(v: &str) -> Self {
-        Self::Str(v.to_owned())
+impl From<&'static str> for AttrValue {
+    fn from(v: &'static str) -> Self {
+        Self::Str(Text::Static(v))
     }
 }
 impl From<String> for AttrValue {
     fn from(v: String) -> Self {
+        Self::Str(Text::Owned(v))
+    }
+}
+impl From<Arc<str>> for AttrValue {
+    fn from(v: Arc<str>) -> Self {
+        Self::Str(Text::Shared(v))
+    }
+}
+impl From<Text> for AttrValue {
+    fn from(v: Text) -> Self {
         Self::Str(v)
     }
 }

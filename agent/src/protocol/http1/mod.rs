@@ -7,6 +7,8 @@
 //! it reports what it saw (`complete: false`), flags the exchange, and
 //! resynchronises on the next chunk that starts like a message.
 
+use std::sync::Arc;
+
 mod body;
 mod head;
 mod headbuf;
@@ -60,8 +62,8 @@ pub enum Http1Event {
     RequestStarted {
         /// Sequence number of the request on this connection.
         seq: u64,
-        /// The parsed request head.
-        head: RequestHead,
+        /// The parsed request head, shared with the exchange that follows.
+        head: Arc<RequestHead>,
         /// Syscall carrying the first byte of the request.
         first: Ts,
     },
@@ -147,7 +149,7 @@ pub struct Exchange {
     /// Sequence number of the request on this connection (as in `RequestStarted`).
     pub seq: u64,
     /// The request head.
-    pub request: RequestHead,
+    pub request: Arc<RequestHead>,
     /// The final response head; `None` when the connection ended first or
     /// the response head was not captured.
     pub response: Option<ResponseHead>,

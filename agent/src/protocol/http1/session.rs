@@ -1,7 +1,7 @@
 //! Per-connection state: one reader per direction plus the FIFO of requests
 //! waiting for their responses.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use super::body::BodyReader;
 use super::head;
@@ -24,7 +24,7 @@ pub const MAX_PENDING: usize = 32;
 #[derive(Debug)]
 struct Pending {
     seq: u64,
-    head: RequestHead,
+    head: Arc<RequestHead>,
     first: Ts,
     last: Ts,
     body_size: Option<u64>,

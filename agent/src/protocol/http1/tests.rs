@@ -68,7 +68,7 @@ impl Wire {
         self.events
             .iter()
             .filter_map(|e| match e {
-                Http1Event::RequestStarted { seq, head, first } => Some((*seq, head.clone(), *first)),
+                Http1Event::RequestStarted { seq, head, first } => Some((*seq, RequestHead::clone(head), *first)),
                 Http1Event::Exchange(_) => None,
             })
             .collect()
@@ -110,7 +110,7 @@ fn check_fixture(xs: &[Exchange], started: &[(u64, RequestHead, Ts)], label: &st
     for (i, (x, (method, target, status, req_body, resp_body))) in xs.iter().zip(want).enumerate() {
         assert_eq!(x.seq, i as u64, "{label}");
         assert_eq!(started[i].0, i as u64, "{label}");
-        assert_eq!(started[i].1, x.request, "{label}");
+        assert_eq!(started[i].1, *x.request, "{label}");
         assert_eq!(x.request.method, method, "{label}");
         assert_eq!(x.request.target, target, "{label}");
         assert!(x.request.complete, "{label}");

@@ -61,8 +61,8 @@ pub fn describe(conn: &Connection, kind: SpanKind, ex: &StreamExchange, timing: 
     let (service, method) = full.rsplit_once('/').unwrap_or((full, ""));
     let mut attrs = vec![
         Attr::new("rpc.system", "grpc"),
-        Attr::new("rpc.service", service),
-        Attr::new("rpc.method", method),
+        Attr::new("rpc.service", service.to_owned()),
+        Attr::new("rpc.method", method.to_owned()),
         Attr::new("network.protocol.name", "http"),
         Attr::new("network.protocol.version", "2"),
         Attr::new("network.transport", "tcp"),

@@ -8,7 +8,7 @@ use crate::{
         http2::{Http2Error, StreamExchange},
     },
     span::{
-        model::{Attr, SpanKind, SpanStatus},
+        model::{Attr, SpanKind, SpanStatus, Text},
         route::RouteTemplater,
         url,
     },
@@ -24,7 +24,7 @@ const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS",
 pub struct HttpView {
     pub method: String,
     pub target: String,
-    pub scheme: String,
+    pub scheme: Text,
     pub authority: Option<String>,
     pub user_agent: Option<String>,
     pub protocol_version: &'static str,
@@ -49,7 +49,7 @@ pub fn view_http1(ex: &Exchange) -> (HttpView, Timing) {
     let view = HttpView {
         method: req.method.clone(),
         target: req.target.clone(),
-        scheme: "http".to_owned(),
+        scheme: Text::Static("http"),
         authority: req.host.clone(),
         user_agent: req.user_agent.clone(),
         protocol_version: if req.version_minor == 0 { "1.0" } else { "1.1" },
@@ -73,7 +73,11 @@ pub fn view_http2(ex: &StreamExchange) -> HttpView {
     HttpView {
         method: req.method.clone().unwrap_or_else(|| "_OTHER".to_owned()),
         target: req.path.clone().unwrap_or_default(),
-        scheme: req.scheme.clone().unwrap_or_else(|| "http".to_owned()),
+        scheme: match req.scheme.as_deref() {
+            None | Some("http") => Text::Static("http"),
+            Some("https") => Text::Static("https"),
+            Some(other) => Text::Owned(other.to_owned()),
+        },
         authority: req.authority.clone(),
         user_agent: req.user_agent.clone(),
         protocol_version: "2",
@@ -96,17 +100,19 @@ pub fn view_http2(ex: &StreamExchange) -> HttpView {
 pub fn describe(conn: &Connection, kind: SpanKind, v: &HttpView, routes: &RouteTemplater) -> (String, Vec<Attr>, SpanStatus) {
     let (path, query) = url::split_target(&v.target);
     let route = routes.route(path);
-    let method_known = KNOWN_METHODS.contains(&v.method.as_str());
-    let method = if method_known { v.method.as_str() } else { "_OTHER" };
-    let mut attrs = vec![
+    let known = KNOWN_METHODS.iter().find(|m| **m == v.method);
+    let method = known.copied().unwrap_or("_OTHER");
+    let name = format!("{method} {route}");
+    let mut attrs = Vec::with_capacity(16);
+    attrs.extend([
         Attr::new("http.request.method", method),
-        Attr::new("url.path", path),
+        Attr::new("url.path", path.to_owned()),
         Attr::new("url.scheme", v.scheme.clone()),
-        Attr::new("http.route", route.clone()),
+        Attr::new("http.route", route),
         Attr::new("network.protocol.version", v.protocol_version),
         Attr::new("network.transport", "tcp"),
-    ];
-    if !method_known {
+    ]);
+    if known.is_none() {
         attrs.push(Attr::new("http.request.method_original", v.method.clone()));
     }
     if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -144,5 +150,5 @@ pub fn describe(conn: &Connection, kind: SpanKind, v: &HttpView, routes: &RouteT
         // What we report is what we saw, and we say so.
         attrs.push(Attr::new("kspan.partial", true));
     }
-    (format!("{method} {route}"), attrs, status)
+    (name, attrs, status)
 }

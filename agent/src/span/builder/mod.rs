@@ -15,7 +15,7 @@ use crate::{
     span::{
         Clock,
         linker::TraceCtx,
-        model::{Attr, Resource, Span, SpanKind, SpanStatus},
+        model::{Attr, Resource, Span, SpanKind, SpanStatus, Text},
         route::RouteTemplater,
     },
 };
@@ -74,21 +74,21 @@ fn kind_of(role: Role) -> SpanKind {
 /// An IP address as text. Formatting through `Display` was the costliest
 /// part of building a span; a host talks to few distinct peers, so the text
 /// of each is kept (in a bounded table) and cloned.
-fn ip_text(ip: std::net::IpAddr) -> String {
+fn ip_text(ip: std::net::IpAddr) -> Arc<str> {
     use std::{cell::RefCell, collections::HashMap, net::IpAddr};
     const MAX_CACHED: usize = 4096;
     thread_local! {
-        static TEXT: RefCell<HashMap<IpAddr, String, rustc_hash::FxBuildHasher>> = RefCell::default();
+        static TEXT: RefCell<HashMap<IpAddr, Arc<str>, rustc_hash::FxBuildHasher>> = RefCell::default();
     }
     let ip = ip.to_canonical();
     TEXT.with_borrow_mut(|cache| {
         if let Some(text) = cache.get(&ip) {
-            return text.clone();
+            return Arc::clone(text);
         }
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
-        cache.entry(ip).or_insert_with(|| ip.to_string()).clone()
+        Arc::clone(cache.entry(ip).or_insert_with(|| ip.to_string().into()))
     })
 }
 
@@ -116,14 +116,14 @@ fn network_attrs(attrs: &mut Vec<Attr>, conn: &Connection, kind: SpanKind, autho
     }
 }
 
-fn server_endpoint(authority: Option<&str>, socket: Option<SocketAddr>) -> (Option<String>, Option<u16>) {
+fn server_endpoint(authority: Option<&str>, socket: Option<SocketAddr>) -> (Option<Text>, Option<u16>) {
     let socket_port = socket.map(|a| a.port());
     match authority.filter(|h| !h.is_empty()) {
         Some(host) => {
             let (name, port) = crate::span::url::split_host_port(host, socket_port.unwrap_or(80));
-            (Some(name), Some(port))
+            (Some(Text::Owned(name)), Some(port))
         }
-        None => (socket.map(|a| ip_text(a.ip())), socket_port),
+        None => (socket.map(|a| Text::Shared(ip_text(a.ip()))), socket_port),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Client-to-server side: request heads start exchanges; bodies are skipped.
 
+use std::sync::Arc;
+
 use super::super::body::{BodyReader, Feed, Gap};
 use super::super::head;
 use super::super::headbuf::HeadStep;
@@ -101,7 +103,8 @@ impl Http1Session {
         {
             out.push(Http1Event::Exchange(old.into_exchange(None, Some(ExchangeError::Desync), None)));
         }
-        out.push(Http1Event::RequestStarted { seq, head: head.clone(), first });
+        let head = Arc::new(head);
+        out.push(Http1Event::RequestStarted { seq, head: Arc::clone(&head), first });
         self.pending.push_back(Pending {
             seq,
             request_truncated: !head.complete,
