@@ -21,7 +21,8 @@ use crate::{
     threadctx,
 };
 
-const MSG_PEEK: u64 = 2;
+const MSG_PEEK: u64 = 0x2;
+const MSG_ERRQUEUE: u64 = 0x2000;
 
 /// x86_64 syscall numbers of the calls that move socket data.
 mod nr {
@@ -123,7 +124,8 @@ fn try_sock_io(ctx: &RawTracePointContext, direction: Direction) -> Result<(), i
     let ret = ctx.arg::<u64>(1) as i32 as i64;
     let flags: u64 = ctx.arg(2);
     // A peek leaves the bytes queued: they are captured when really read.
-    if ret <= 0 || flags & MSG_PEEK != 0 {
+    // The error queue carries timestamps and errors, not stream bytes.
+    if ret <= 0 || flags & (MSG_PEEK | MSG_ERRQUEUE) != 0 {
         return Ok(());
     }
     let (pid_tgid, tgid, tid) = crate::current();
