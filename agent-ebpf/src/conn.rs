@@ -117,7 +117,9 @@ pub fn open(tgid: u32, tid: u32, fd: i32, sock: &SocketInfo, role: Role, call: C
             }
         }
     }
-    entry.submit(crate::maps::submit_wakeup_flags::<ConnEvent>());
+    // Urgent: user space reads the process's identity from procfs, which
+    // a short-lived client may not outlive a lazy drain.
+    entry.submit(crate::maps::urgent_wakeup_flags());
     state
 }
 

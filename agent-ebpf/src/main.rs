@@ -185,7 +185,14 @@ fn emit_proc(kind: EventKind, tgid: u32, tid: u32, child: u32) {
         return;
     };
     entry.write(ProcEvent { kind: kind as u8, _pad: [0; 3], tgid, tid, child, ts_ns: unsafe { bpf_ktime_get_ns() } });
-    entry.submit(crate::maps::submit_wakeup_flags::<ProcEvent>());
+    // An exec may enroll the process (--exe-path): its first requests
+    // should not wait for a lazy drain.
+    let flags = if kind == EventKind::ProcExec {
+        crate::maps::urgent_wakeup_flags()
+    } else {
+        crate::maps::submit_wakeup_flags::<ProcEvent>()
+    };
+    entry.submit(flags);
 }
 
 fn try_fork(ctx: &TracePointContext) -> Result<(), i32> {

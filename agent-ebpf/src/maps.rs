@@ -196,6 +196,12 @@ fn crossing_flags(before: u64, len: u64) -> u64 {
     if before < WAKEUP_BYTES && before + len >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
 }
 
+/// Flags for a record user space must handle promptly (see `conn::open`).
+#[inline(always)]
+pub fn urgent_wakeup_flags() -> u64 {
+    BPF_RB_FORCE_WAKEUP
+}
+
 /// Flags for `EVENTS.output` of a `len`-byte record (queried before it is in the ring).
 #[inline(always)]
 pub fn output_wakeup_flags(len: u64) -> u64 {
