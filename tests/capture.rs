@@ -93,7 +93,8 @@ fn captures_exact_bytes_directions_and_tuples() {
     assert_eq!(server_open[0]["local"], format!("127.0.0.1:{port}"));
     assert_eq!(server_open[0]["remote"], client_local.as_str(), "both ends agree on the tuple");
 
-    // The client's own syscalls, in order, byte for byte.
+    // The client's own syscalls, in order, byte for byte (its MSG_PEEK of
+    // the reply is not one: those bytes are read again).
     let data = of_pid(&all, client_pid, "data");
     let summary: Vec<(String, String, u64)> = data
         .iter()

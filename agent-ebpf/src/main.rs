@@ -27,6 +27,8 @@ use kspan_common::{Call, Counter, Direction, EventKind, FILTER_ALLOW_LIST, ProcE
 use crate::maps::{EVENTS, KSPAN_SETTINGS, PENDING, PID_FILTER, PendingCall, count, setting};
 
 const EINPROGRESS: i64 = 115;
+pub(crate) const MSG_PEEK: u64 = 0x2;
+pub(crate) const MSG_ERRQUEUE: u64 = 0x2000;
 
 #[inline(always)]
 pub(crate) fn current() -> (u64, u32, u32) {
@@ -73,6 +75,16 @@ fn try_enter_data(ctx: &TracePointContext, call: Call) -> Result<(), i32> {
         return Ok(());
     }
     let [fd, ptr, len] = args3(ctx)?;
+    // A peek leaves the bytes queued (they are captured when really read);
+    // the error queue carries timestamps and errors, not stream bytes.
+    let flags = match call {
+        Call::Recvfrom => arg(ctx, 3)?,
+        Call::Recvmsg => len,
+        _ => 0,
+    };
+    if flags & (MSG_PEEK | MSG_ERRQUEUE) != 0 {
+        return Ok(());
+    }
     let fd = fd as i32;
     let Some(conn_id) = conn::lookup_or_learn(tgid, tid, fd) else {
         return Ok(());

@@ -15,14 +15,12 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawT
 use kspan_common::{Call, Counter, Direction, Role};
 
 use crate::{
-    capture, conn,
+    MSG_ERRQUEUE, MSG_PEEK, capture, conn,
     maps::{KSPAN_SETTINGS, PID_FILTER, PORT_FILTER, PendingCall, SK_CONNS, SK_ROLES, SkKey, count, setting},
     task::{self, SyscallRegs},
     threadctx,
 };
 
-const MSG_PEEK: u64 = 0x2;
-const MSG_ERRQUEUE: u64 = 0x2000;
 
 /// x86_64 syscall numbers of the calls that move socket data.
 mod nr {
