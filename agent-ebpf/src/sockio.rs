@@ -36,6 +36,8 @@ mod nr {
     pub const SPLICE: u64 = 275;
     pub const RECVMMSG: u64 = 299;
     pub const SENDMMSG: u64 = 307;
+    pub const PREADV2: u64 = 327;
+    pub const PWRITEV2: u64 = 328;
 }
 
 /// The syscall behind a socket transfer and the fd it names, if any. A
@@ -47,8 +49,9 @@ fn classify(regs: &SyscallRegs, direction: Direction) -> (Call, Option<i32>) {
     let (call, fd) = match regs.orig_ax {
         nr::READ => (Call::Read, Some(fd)),
         nr::WRITE => (Call::Write, Some(fd)),
-        nr::READV => (Call::Readv, Some(fd)),
-        nr::WRITEV => (Call::Writev, Some(fd)),
+        // preadv2/pwritev2 with offset -1 work on sockets, like readv/writev.
+        nr::READV | nr::PREADV2 => (Call::Readv, Some(fd)),
+        nr::WRITEV | nr::PWRITEV2 => (Call::Writev, Some(fd)),
         nr::SENDTO => (Call::Sendto, Some(fd)),
         nr::RECVFROM => (Call::Recvfrom, Some(fd)),
         nr::SENDMSG => (Call::Sendmsg, Some(fd)),
