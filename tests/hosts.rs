@@ -220,20 +220,10 @@ fn injection_never_corrupts_requests() {
     if require_cmd("nginx").is_some() {
         let dir = TempDir::new().unwrap();
         let conf = dir.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log stderr;\n\
-                 events {{}}\n\
-                 http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-                   fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-                   upstream b {{ server {B_ADDR}:8080; keepalive 4; }}\n\
-                   server {{ listen 127.0.0.1:8081;\n\
-                     location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
-                d = dir.path().display()
-            ),
-        )
-        .unwrap();
+        let upstream = format!("upstream b {{ server {B_ADDR}:8080; keepalive 4; }}");
+        let server = "listen 127.0.0.1:8081;\n\
+             location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }";
+        std::fs::write(&conf, nginx_config(dir.path(), &upstream, server)).unwrap();
         let mut nginx = Hosts::exec(&hosts.a, "nginx");
         nginx.arg("-c").arg(&conf);
         let _nginx = Server::spawn(nginx, 8081).expect("nginx proxy");

@@ -185,20 +185,12 @@ fn node_and_nginx_over_http_protobuf() {
     let nginx_port = free_port();
     let dir = TempDir::new().unwrap();
     let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; worker_processes 1; pid {dir}/nginx.pid; error_log stderr;\n\
-             events {{}}\n\
-             http {{ access_log off; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n\
-               fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
-               server {{ listen 127.0.0.1:{nginx_port};\n\
-                 location /static/ {{ return 200 \"static\\n\"; }}\n\
-                 location /empty {{ return 204; }} }} }}\n",
-            dir = dir.path().display()
-        ),
-    )
-    .unwrap();
+    let server = format!(
+        "listen 127.0.0.1:{nginx_port};\n\
+         location /static/ {{ return 200 \"static\\n\"; }}\n\
+         location /empty {{ return 204; }}"
+    );
+    std::fs::write(&conf, nginx_config(dir.path(), "", &server)).unwrap();
     let mut nginx = Command::new("nginx");
     nginx.arg("-c").arg(&conf);
     let _nginx = Server::spawn(nginx, nginx_port).expect("nginx starts");
@@ -242,19 +234,8 @@ fn nginx_sendfile_keepalive_responses() {
     std::fs::create_dir_all(dir.join("www/files")).unwrap();
     std::fs::write(dir.join("www/files/big.bin"), &body).unwrap();
     let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off; worker_processes 1; pid {dir}/nginx.pid; error_log stderr;\n\
-             events {{}}\n\
-             http {{ access_log off; sendfile on; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n\
-               fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
-               server {{ listen 127.0.0.1:{port}; root {dir}/www;\n\
-                 location /empty {{ return 204; }} }} }}\n",
-            dir = dir.path().display()
-        ),
-    )
-    .unwrap();
+    let server = format!("listen 127.0.0.1:{port}; root {}/www; location /empty {{ return 204; }}", dir.path().display());
+    std::fs::write(&conf, nginx_config(dir.path(), "sendfile on;", &server)).unwrap();
     let mut nginx = Command::new("nginx");
     nginx.arg("-c").arg(&conf);
     let _nginx = Server::spawn(nginx, port).expect("nginx starts");

@@ -171,27 +171,16 @@ pub fn on_state_change(sk: u64, old: i32, new: i32) {
         let _ = SK_ROLES.insert(&sk, &(role as u8), 0);
         return;
     }
-    if new != TCP_CLOSE || !(old == TCP_ESTABLISHED || old == TCP_SYN_SENT || old == TCP_CLOSE_WAIT) {
-        return;
+    if new == TCP_CLOSE && (old == TCP_ESTABLISHED || old == TCP_SYN_SENT || old == TCP_CLOSE_WAIT) {
+        end_sock(sk, Call::Reset);
     }
-    let Some(owner) = (unsafe { SOCKS.get(&sk) }).copied() else {
-        return;
-    };
-    forget_sock(sk, &owner);
-    let tgid = (owner.fd_key >> 32) as u32;
-    emit_close(tgid, 0, owner.fd_key as u32 as i32, owner.conn_id, owner.role, Call::Reset);
 }
 
 /// `tcp:tcp_receive_reset` (socket capture path): the peer aborted the
 /// connection, or refused it.
 #[inline(always)]
 pub fn on_reset_received(sk: u64) {
-    let Some(owner) = (unsafe { SOCKS.get(&sk) }).copied() else {
-        return;
-    };
-    forget_sock(sk, &owner);
-    let tgid = (owner.fd_key >> 32) as u32;
-    emit_close(tgid, 0, owner.fd_key as u32 as i32, owner.conn_id, owner.role, Call::Reset);
+    end_sock(sk, Call::Reset);
 }
 
 /// `tcp:tcp_destroy_sock` (socket capture path): the sock is freed, so its
@@ -200,12 +189,19 @@ pub fn on_reset_received(sk: u64) {
 #[inline(always)]
 pub fn on_destroy(sk: u64) {
     let _ = SK_ROLES.remove(&sk);
+    end_sock(sk, Call::Close);
+}
+
+/// The connection on `sk`, if kspan knows one, has ended (`call` says how):
+/// forget it and tell user space.
+#[inline(always)]
+fn end_sock(sk: u64, call: Call) {
     let Some(owner) = (unsafe { SOCKS.get(&sk) }).copied() else {
         return;
     };
     forget_sock(sk, &owner);
     let tgid = (owner.fd_key >> 32) as u32;
-    emit_close(tgid, 0, owner.fd_key as u32 as i32, owner.conn_id, owner.role, Call::Close);
+    emit_close(tgid, 0, owner.fd_key as u32 as i32, owner.conn_id, owner.role, call);
 }
 
 /// Drops a connection from the sock index and from whichever index its

@@ -155,3 +155,18 @@ fn proc_has_socket(pid: u32, tables: &[&str], port: u16, state: Option<&str>) ->
         })
     })
 }
+
+/// A foreground, one-worker nginx configuration with every temp path in
+/// `dir`: `http_extra` goes into the `http` block (directives, `upstream`s),
+/// `server` is the `server` block's body.
+pub fn nginx_config(dir: &Path, http_extra: &str, server: &str) -> String {
+    format!(
+        "daemon off; worker_processes 1; pid {d}/nginx.pid; error_log stderr;\n\
+         events {{}}\n\
+         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+           {http_extra}\n\
+           server {{ {server} }} }}\n",
+        d = dir.display()
+    )
+}

@@ -202,15 +202,9 @@ impl Capture {
 
     /// Loads program `name` and attaches it to the raw tracepoint of that name.
     fn attach_raw(&mut self, name: &str) -> Result<(), CaptureError> {
-        let program = name.to_owned();
-        let tp: &mut RawTracePoint = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| CaptureError::Program { program: program.clone(), source: ProgramError::NotLoaded })?
-            .try_into()
-            .map_err(|source| CaptureError::Program { program: program.clone(), source })?;
-        tp.load().map_err(|source| rejected(&program, source))?;
-        tp.attach(name).map_err(|source| CaptureError::Program { program, source })?;
+        let tp: &mut RawTracePoint = self.program(name)?;
+        tp.load().map_err(|source| rejected(name, source))?;
+        tp.attach(name).map_err(|source| CaptureError::Program { program: name.to_owned(), source })?;
         Ok(())
     }
 
@@ -220,19 +214,25 @@ impl Capture {
 
     /// Loads program `name` once and attaches it to each tracepoint.
     fn attach_many(&mut self, name: &str, category: &str, tracepoints: &[String]) -> Result<(), CaptureError> {
-        let program = name.to_owned();
-        let tp: &mut TracePoint = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| CaptureError::Program { program: program.clone(), source: ProgramError::NotLoaded })?
-            .try_into()
-            .map_err(|source| CaptureError::Program { program: program.clone(), source })?;
-        tp.load().map_err(|source| rejected(&program, source))?;
+        let tp: &mut TracePoint = self.program(name)?;
+        tp.load().map_err(|source| rejected(name, source))?;
         for tracepoint in tracepoints {
             tp.attach(category, tracepoint)
-                .map_err(|source| CaptureError::Program { program: format!("{program} on {tracepoint}"), source })?;
+                .map_err(|source| CaptureError::Program { program: format!("{name} on {tracepoint}"), source })?;
         }
         Ok(())
+    }
+
+    /// Program `name` of the object, as the program type `T`.
+    fn program<'a, T>(&'a mut self, name: &str) -> Result<&'a mut T, CaptureError>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    {
+        let program = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| CaptureError::Program { program: name.to_owned(), source: ProgramError::NotLoaded })?;
+        program.try_into().map_err(|source| CaptureError::Program { program: name.to_owned(), source })
     }
 
     /// The ring buffer all records arrive on. Can be taken once.
