@@ -169,6 +169,9 @@ pub fn on_state_change(sk: u64, old: i32, new: i32) {
             _ => return,
         };
         let _ = SK_ROLES.insert(&sk, &(role as u8), 0);
+        if role == Role::Client {
+            crate::sockio::on_client_established(sk);
+        }
         return;
     }
     if new == TCP_CLOSE && (old == TCP_ESTABLISHED || old == TCP_SYN_SENT || old == TCP_CLOSE_WAIT) {

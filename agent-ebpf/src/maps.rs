@@ -82,6 +82,18 @@ pub static SK_CONNS: LruHashMap<SkKey, ConnState> = LruHashMap::with_max_entries
 #[map]
 pub static SK_ROLES: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 
+/// Socket capture path: when the send in progress on this CPU entered TCP
+/// (`tcp_sendmsg_locked`), for `sock_send_length` to report as its start.
+#[map]
+pub static SEND_START: PerCpuArray<SendStart> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SendStart {
+    pub sk: u64,
+    pub ts_ns: u64,
+}
+
 /// Known connections by kernel `struct sock` address, so a state change
 /// (which fires outside the owning process) can name the connection.
 #[map]

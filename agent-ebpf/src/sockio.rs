@@ -1,4 +1,4 @@
-//! The socket capture path (Linux >= 6.3 on x86_64), used when the kernel
+//! The socket capture path (Linux >= 6.13 on x86_64), used when the kernel
 //! has it. `sock_send_length` and `sock_recv_length` fire inside
 //! sock_sendmsg/sock_recvmsg, so only socket I/O pays for them. Syscall
 //! tracepoints, by contrast, put every syscall of every task on the host on
@@ -7,7 +7,10 @@
 //!
 //! These tracepoints name the sock and the byte count but not the user
 //! buffer, so the syscall's own arguments are read back from the registers
-//! the task entered the kernel with. The connection's end is seen when its
+//! the task entered the kernel with. `sock_send_length` fires once the bytes
+//! are delivered (on loopback, possibly after the peer has read them), so a
+//! send's start is taken from `tcp:tcp_sendmsg_locked`: span edges and
+//! same-host pairing rely on a send starting before its bytes are read. The connection's end is seen when its
 //! sock is destroyed (`tcp:tcp_destroy_sock`), after the owner's last read,
 //! or when the peer resets it (`tcp:tcp_receive_reset`).
 
@@ -16,7 +19,7 @@ use kspan_common::{Call, Counter, Direction, Role};
 
 use crate::{
     MSG_ERRQUEUE, MSG_PEEK, capture, conn,
-    maps::{KSPAN_SETTINGS, PID_FILTER, PORT_FILTER, PendingCall, SK_CONNS, SK_ROLES, SkKey, count, setting},
+    maps::{KSPAN_SETTINGS, PID_FILTER, PORT_FILTER, PendingCall, SEND_START, SK_CONNS, SK_ROLES, SkKey, count, setting},
     task::{self, SyscallRegs},
     threadctx,
 };
@@ -25,6 +28,7 @@ use crate::{
 /// x86_64 syscall numbers of the calls that move socket data.
 mod nr {
     pub const READ: u64 = 0;
+    pub const CONNECT: u64 = 42;
     pub const WRITE: u64 = 1;
     pub const READV: u64 = 19;
     pub const WRITEV: u64 = 20;
@@ -120,10 +124,51 @@ fn learn(key: &SkKey, tid: u32, fd: Option<i32>) -> Option<crate::maps::ConnStat
     Some(state)
 }
 
+/// A client handshake just completed (`inet_sock_set_state`). When that
+/// happens inside the connecting task's own connect() (always on loopback
+/// and between namespaces of one host, where the SYN-ACK is processed
+/// before connect returns), the connection is announced now. Otherwise a
+/// server on this host could read the first request, and have its span
+/// started, before the client's first send is even reported, and would not
+/// know to wait for its client. Elsewhere it is learnt at its first transfer.
+#[inline(always)]
+pub fn on_client_established(sk: u64) {
+    let (_, tgid, tid) = crate::current();
+    if !crate::should_trace(tgid) && !enroll_by_port(tgid, sk) {
+        return;
+    }
+    let Ok(regs) = task::syscall_regs() else {
+        return;
+    };
+    if regs.orig_ax != nr::CONNECT {
+        return;
+    }
+    let key = SkKey { sk, tgid, _pad: 0 };
+    if unsafe { SK_CONNS.get(&key) }.is_none() {
+        let _ = learn(&key, tid, Some(regs.di as i32));
+    }
+}
+
+/// The start of the send now finishing on `sk`, taken (so a later send
+/// never reuses it) whether or not the send is reported.
+#[inline(always)]
+fn take_send_start(sk: u64) -> Option<u64> {
+    let slot = SEND_START.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
+    unsafe {
+        if (*slot).sk != sk {
+            return None;
+        }
+        (*slot).sk = 0;
+        Some((*slot).ts_ns)
+    }
+}
+
 fn try_sock_io(ctx: &RawTracePointContext, direction: Direction) -> Result<(), i32> {
     let sk: u64 = ctx.arg(0);
     let ret = ctx.arg::<u64>(1) as i32 as i64;
     let flags: u64 = ctx.arg(2);
+    let send_start = if direction == Direction::Egress { take_send_start(sk) } else { None };
     // A peek leaves the bytes queued: they are captured when really read.
     // The error queue carries timestamps and errors, not stream bytes.
     if ret <= 0 || flags & (MSG_PEEK | MSG_ERRQUEUE) != 0 {
@@ -151,7 +196,9 @@ fn try_sock_io(ctx: &RawTracePointContext, direction: Direction) -> Result<(), i
         _pad: [0; 3],
         ptr: regs.si,
         count: regs.dx,
-        enter_ns: now,
+        // A send that slept or moved to another CPU midway has no start on
+        // record here: its end stands in.
+        enter_ns: send_start.filter(|t| *t <= now).unwrap_or(now),
         conn_id: state.conn_id,
     };
     if call.direction().is_some() {
@@ -172,6 +219,22 @@ pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     let _ = try_sock_io(&ctx, Direction::Ingress);
+    0
+}
+
+/// Fires for each segment a send fills; the first one of a send is its
+/// start. Unfiltered: a per-CPU store is cheaper than any filter.
+#[raw_tracepoint(tracepoint = "tcp_sendmsg_locked")]
+pub fn tcp_sendmsg_locked(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    if let Some(slot) = SEND_START.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
+        unsafe {
+            if (*slot).sk != sk {
+                *slot = crate::maps::SendStart { sk, ts_ns: bpf_ktime_get_ns() };
+            }
+        }
+    }
     0
 }
 

@@ -49,7 +49,7 @@ pub enum Propagate {
 pub enum CaptureHook {
     /// `sockets` where the kernel has it, else `syscalls`.
     Auto,
-    /// The `sock_send_length`/`sock_recv_length` tracepoints (Linux >= 6.3,
+    /// The `sock_send_length`/`sock_recv_length` tracepoints (Linux >= 6.13,
     /// x86_64): only socket I/O pays, and other syscalls keep their fast path.
     Sockets,
     /// Enter and exit tracepoints of the data syscalls: every kernel, but

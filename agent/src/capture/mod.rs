@@ -45,6 +45,7 @@ const SCHED: &[&str] = &["sched_process_fork", "sched_process_exit", "sched_proc
 const SOCKET_HOOKS: &[(&str, &str)] = &[
     ("sock", "sock_send_length"),
     ("sock", "sock_recv_length"),
+    ("tcp", "tcp_sendmsg_locked"),
     ("tcp", "tcp_receive_reset"),
     ("tcp", "tcp_destroy_sock"),
 ];
@@ -75,8 +76,8 @@ pub enum CaptureError {
     Netns(String, #[source] std::io::Error),
     #[error(
         "--capture-hook sockets needs the sock:sock_send_length, sock:sock_recv_length, \
-         tcp:tcp_receive_reset and tcp:tcp_destroy_sock tracepoints (Linux >= 6.3) on x86_64; \
-         use --capture-hook syscalls"
+         tcp:tcp_sendmsg_locked, tcp:tcp_receive_reset and tcp:tcp_destroy_sock tracepoints \
+         on x86_64; use --capture-hook syscalls"
     )]
     NoSocketHooks,
 }
