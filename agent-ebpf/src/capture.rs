@@ -63,9 +63,65 @@ fn copy_iovecs<const MAX: u64>(scratch: *mut DataScratch, iov: u64, iovcnt: u64,
     captured
 }
 
-/// Emits the record(s) for a finished data syscall that returned `ret > 0`.
+/// iovecs walked at most per call with `bpf_loop` (IOV_MAX): a gRPC client
+/// batching many calls into one sendmsg easily passes the unrolled loop's
+/// bound, and the requests past it were lost.
+const MAX_LOOP_IOVECS: u32 = 1024;
+
+#[repr(C)]
+struct IovWalk {
+    scratch: *mut DataScratch,
+    iov: u64,
+    iovcnt: u64,
+    left: u64,
+    cap: u32,
+    captured: u32,
+    failed: u32,
+}
+
+/// `bpf_loop` callback: copies iovec `index`; 1 stops the walk.
+extern "C" fn copy_one_iovec(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the pointer given to it: an IovWalk.
+    let w = unsafe { &mut *(ctx as *mut IovWalk) };
+    if index >= w.iovcnt || w.left == 0 || w.captured >= w.cap {
+        return 1;
+    }
+    // SAFETY: user pointer, read with a faulting-safe helper.
+    let Ok(vec) = (unsafe { bpf_probe_read_user((w.iov + index * IOVEC_SIZE) as *const [u64; 2]) }) else {
+        w.failed = 1;
+        return 1;
+    };
+    let len = if vec[1] < w.left { vec[1] } else { w.left };
+    w.left -= len;
+    let room = (w.cap - w.captured) as u64;
+    let take = if len < room { len } else { room } as u32;
+    if take > 0 && !copy_user(w.scratch, w.captured, vec[0], take) {
+        w.failed = 1;
+        return 1;
+    }
+    w.captured += take;
+    0
+}
+
+/// Like `copy_iovecs`, through `bpf_loop` (Linux >= 5.17, so only on the
+/// socket capture path): as many iovecs as a syscall may pass, for the cost
+/// of verifying one.
 #[inline(always)]
-pub fn emit(pending: &PendingCall, tgid: u32, tid: u32, ret: u64, exit_ns: u64) {
+fn copy_iovecs_loop(scratch: *mut DataScratch, iov: u64, iovcnt: u64, total: u64, cap: u32) -> u32 {
+    let mut walk = IovWalk { scratch, iov, iovcnt, left: total, cap, captured: 0, failed: 0 };
+    // SAFETY: a helper call with a static callback and our stack struct.
+    unsafe { generated::bpf_loop(MAX_LOOP_IOVECS, copy_one_iovec as *mut _, (&raw mut walk).cast(), 0) };
+    if walk.failed != 0 {
+        count(Counter::ReadErrors);
+    }
+    walk.captured
+}
+
+/// Emits the record(s) for a finished data syscall that returned `ret > 0`.
+/// `LOOP`: walk iovecs with `bpf_loop` (socket path) rather than a bounded
+/// unrolled loop (syscall path, for kernels older than bpf_loop).
+#[inline(always)]
+pub fn emit<const LOOP: bool>(pending: &PendingCall, tgid: u32, tid: u32, ret: u64, exit_ns: u64) {
     // Syscall tracepoint programs run with migration disabled, so the slot
     // stays ours for the whole program.
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -99,8 +155,15 @@ pub fn emit(pending: &PendingCall, tgid: u32, tid: u32, ret: u64, exit_ns: u64) 
         }
         return;
     }
+    let walk = |scratch, iov, iovcnt| {
+        if LOOP {
+            copy_iovecs_loop(scratch, iov, iovcnt, ret, cap)
+        } else {
+            copy_iovecs::<{ MAX_IOVECS as u64 }>(scratch, iov, iovcnt, ret, cap)
+        }
+    };
     let captured = if call == Call::Readv as u8 || call == Call::Writev as u8 {
-        copy_iovecs::<{ MAX_IOVECS as u64 }>(scratch, pending.ptr, pending.count, ret, cap)
+        walk(scratch, pending.ptr, pending.count)
     } else if call == Call::Sendmsg as u8 || call == Call::Recvmsg as u8 {
         let (Ok(iov), Ok(iovlen)) = (unsafe {
             (
@@ -111,7 +174,7 @@ pub fn emit(pending: &PendingCall, tgid: u32, tid: u32, ret: u64, exit_ns: u64) 
             count(Counter::ReadErrors);
             return;
         };
-        copy_iovecs::<{ MAX_IOVECS as u64 }>(scratch, iov, iovlen, ret, cap)
+        walk(scratch, iov, iovlen)
     } else {
         let take = if ret < cap as u64 { ret as u32 } else { cap };
         if copy_user(scratch, 0, pending.ptr, take) { take } else { 0 }

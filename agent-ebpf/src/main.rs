@@ -120,7 +120,7 @@ fn try_exit_data(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     if ret > 0 {
-        capture::emit(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() });
+        capture::emit::<false>(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() });
         if threadctx::enabled() {
             let egress = Call::from_u8(pending.call).and_then(Call::direction) == Some(Direction::Egress);
             threadctx::on_data(&pending, conn::role_of(tgid, pending.fd), pid_tgid, egress);

@@ -11,10 +11,12 @@
 pub const MAX_CAPTURE: usize = 16 * 1024;
 /// Payload bytes captured per syscall unless `--capture-size` says otherwise.
 pub const DEFAULT_CAPTURE: u32 = 4096;
-/// iovecs copied per `readv`/`writev`/`sendmsg`/`recvmsg`; the rest of a
-/// larger vector is counted in `size` but flagged as truncated. gRPC's
-/// C-core sends one slice per frame part, often dozens per call.
-pub const MAX_IOVECS: u32 = 64;
+/// iovecs copied per `readv`/`writev`/`sendmsg`/`recvmsg` on the syscall
+/// path (an unrolled loop; the socket path walks up to IOV_MAX with
+/// `bpf_loop`); the rest of a larger vector is counted in `size` but
+/// flagged as truncated. gRPC's C-core sends one slice per frame part, and
+/// a client with 50 calls in flight passed 64 in one sendmsg.
+pub const MAX_IOVECS: u32 = 256;
 /// iovecs copied per message of `sendmmsg`/`recvmmsg` (datagram-style
 /// calls, rare on TCP: kept small so the verifier's work stays bounded).
 pub const MAX_MMSG_IOVECS: u32 = 4;
