@@ -10,9 +10,10 @@
 //! the task entered the kernel with. `sock_send_length` fires once the bytes
 //! are delivered (on loopback, possibly after the peer has read them), so a
 //! send's start is taken from `tcp:tcp_sendmsg_locked`: span edges and
-//! same-host pairing rely on a send starting before its bytes are read. The connection's end is seen when its
-//! sock is destroyed (`tcp:tcp_destroy_sock`), after the owner's last read,
-//! or when the peer resets it (`tcp:tcp_receive_reset`).
+//! same-host pairing rely on a send starting before its bytes are read.
+//! The connection's end is seen when its sock is destroyed
+//! (`tcp:tcp_destroy_sock`), after the owner's last read, or when the peer
+//! resets it (`tcp:tcp_receive_reset`).
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
 use kspan_common::{Call, Counter, Direction, Role};
@@ -24,15 +25,14 @@ use crate::{
     threadctx,
 };
 
-
-/// x86_64 syscall numbers of the calls that move socket data.
+/// x86_64 syscall numbers of the calls that move socket data, and connect.
 mod nr {
     pub const READ: u64 = 0;
-    pub const CONNECT: u64 = 42;
     pub const WRITE: u64 = 1;
     pub const READV: u64 = 19;
     pub const WRITEV: u64 = 20;
     pub const SENDFILE: u64 = 40;
+    pub const CONNECT: u64 = 42;
     pub const SENDTO: u64 = 44;
     pub const RECVFROM: u64 = 45;
     pub const SENDMSG: u64 = 46;
@@ -105,14 +105,13 @@ fn learn(key: &SkKey, tid: u32, fd: Option<i32>) -> Option<crate::maps::ConnStat
     if !task::sock_is_tcp(key.sk).unwrap_or(false) {
         return None;
     }
-    let sock = match fd.map(task::tcp_socket_of_fd) {
-        Some(Ok(Some(sock))) if sock.sk == key.sk => sock,
+    let (fd, sock) = match fd.map(|fd| (fd, task::tcp_socket_of_fd(fd))) {
+        Some((fd, Ok(Some(sock)))) if sock.sk == key.sk => (fd, sock),
         _ => {
             count(Counter::Unattributed);
             return None;
         }
     };
-    let fd = fd?;
     let (role, call) = match unsafe { SK_ROLES.get(&key.sk) }.copied() {
         Some(r) if r == Role::Client as u8 => (Role::Client, Call::Connect),
         Some(r) if r == Role::Server as u8 => (Role::Server, Call::Accept),
