@@ -15,8 +15,11 @@ pub const DEFAULT_CAPTURE: u32 = 4096;
 /// path (an unrolled loop; the socket path walks up to IOV_MAX with
 /// `bpf_loop`); the rest of a larger vector is counted in `size` but
 /// flagged as truncated. gRPC's C-core sends one slice per frame part, and
-/// a client with 50 calls in flight passed 64 in one sendmsg.
-pub const MAX_IOVECS: u32 = 256;
+/// a client with 50 calls in flight passed 64 in one sendmsg. The verifier
+/// walks every unrolled step: with `--propagate headers`, 320 made the exit
+/// program exceed its 1M-instruction limit on 6.18, and the older kernels
+/// this path exists for prune less, so the bound keeps a wide margin.
+pub const MAX_IOVECS: u32 = 128;
 /// iovecs copied per message of `sendmmsg`/`recvmmsg` (datagram-style
 /// calls, rare on TCP: kept small so the verifier's work stays bounded).
 pub const MAX_MMSG_IOVECS: u32 = 4;
