@@ -117,11 +117,19 @@ fn copy_iovecs_loop(scratch: *mut DataScratch, iov: u64, iovcnt: u64, total: u64
     walk.captured
 }
 
-/// Emits the record(s) for a finished data syscall that returned `ret > 0`.
+/// Emits the record(s) for a finished data syscall that returned `ret > 0`,
+/// moving bytes in `direction` (the caller has it from `Call::direction`).
 /// `LOOP`: walk iovecs with `bpf_loop` (socket path) rather than a bounded
 /// unrolled loop (syscall path, for kernels older than bpf_loop).
 #[inline(always)]
-pub fn emit<const LOOP: bool>(pending: &PendingCall, tgid: u32, tid: u32, ret: u64, exit_ns: u64) {
+pub fn emit<const LOOP: bool>(
+    pending: &PendingCall,
+    tgid: u32,
+    tid: u32,
+    ret: u64,
+    exit_ns: u64,
+    direction: Direction,
+) {
     // Syscall tracepoint programs run with migration disabled, so the slot
     // stays ours for the whole program.
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -151,7 +159,7 @@ pub fn emit<const LOOP: bool>(pending: &PendingCall, tgid: u32, tid: u32, ret: u
                 return;
             };
             let captured = copy_iovecs::<{ MAX_MMSG_IOVECS as u64 }>(scratch, iov, iovlen, len as u64, cap);
-            submit(scratch, pending, tgid, tid, len as u64, captured, exit_ns, direction_of(pending.call));
+            submit(scratch, pending, tgid, tid, len as u64, captured, exit_ns, direction);
         }
         return;
     }
@@ -179,7 +187,7 @@ pub fn emit<const LOOP: bool>(pending: &PendingCall, tgid: u32, tid: u32, ret: u
         let take = if ret < cap as u64 { ret as u32 } else { cap };
         if copy_user(scratch, 0, pending.ptr, take) { take } else { 0 }
     };
-    submit(scratch, pending, tgid, tid, ret, captured, exit_ns, direction_of(pending.call));
+    submit(scratch, pending, tgid, tid, ret, captured, exit_ns, direction);
 }
 
 /// A record of `size` bytes moved that kspan cannot copy (see `Call::Sendfile`
@@ -189,20 +197,6 @@ pub fn emit_gap(pending: &PendingCall, tgid: u32, tid: u32, size: u64, exit_ns: 
     let cpu = unsafe { bpf_get_smp_processor_id() };
     if let Some(scratch) = SCRATCH.get_ptr_mut(cpu) {
         submit(scratch, pending, tgid, tid, size, 0, exit_ns, direction);
-    }
-}
-
-#[inline(always)]
-fn direction_of(call: u8) -> Direction {
-    if call == Call::Write as u8
-        || call == Call::Writev as u8
-        || call == Call::Sendto as u8
-        || call == Call::Sendmsg as u8
-        || call == Call::Sendmmsg as u8
-    {
-        Direction::Egress
-    } else {
-        Direction::Ingress
     }
 }
 

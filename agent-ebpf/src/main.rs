@@ -116,13 +116,13 @@ fn try_exit_data(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     // A call parked by another syscall whose exit we missed is stale.
-    if Call::from_u8(pending.call).and_then(Call::direction).is_none() {
+    let Some(direction) = Call::from_u8(pending.call).and_then(Call::direction) else {
         return Ok(());
-    }
+    };
     if ret > 0 {
-        capture::emit::<false>(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() });
+        capture::emit::<false>(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() }, direction);
         if threadctx::enabled() {
-            let egress = Call::from_u8(pending.call).and_then(Call::direction) == Some(Direction::Egress);
+            let egress = direction == Direction::Egress;
             threadctx::on_data(&pending, conn::role_of(tgid, pending.fd), pid_tgid, egress);
         }
     }

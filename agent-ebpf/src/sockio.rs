@@ -201,7 +201,7 @@ fn try_sock_io(ctx: &RawTracePointContext, direction: Direction) -> Result<(), i
         conn_id: state.conn_id,
     };
     if call.direction().is_some() {
-        capture::emit::<true>(&pending, tgid, tid, ret as u64, now);
+        capture::emit::<true>(&pending, tgid, tid, ret as u64, now, direction);
         threadctx::on_data(&pending, state.role, pid_tgid, direction == Direction::Egress);
     } else {
         capture::emit_gap(&pending, tgid, tid, ret as u64, now, direction);
