@@ -19,6 +19,8 @@ pub static KSPAN_SETTINGS: Settings = Settings {
     fork_child_offset: 0,
     propagate: 0,
     sock_capture: 0,
+    wakeup_bytes: 0,
+    _pad: 0,
     propagate_netns_cookie: 0,
     offsets: kspan_common::KernelOffsets {
         task_files: 0,
@@ -192,20 +194,20 @@ pub struct SockOwner {
     pub _pad: [u8; 7],
 }
 
-/// Bytes waiting in the ring that wake user space. Only the record that
-/// carries the backlog across this mark asks for a wakeup: a wakeup is an
-/// irq_work IPI (a VM exit under virtualisation), and asking on every record
-/// while the consumer is behind cost more than all of kspan's parsing. User
-/// space also drains on a short timer, so a crossing missed in a race
-/// between CPUs delays records by at most that tick.
-const WAKEUP_BYTES: u64 = 64 * 1024;
+/// Only the record that carries the ring's backlog across
+/// `Settings::wakeup_bytes` asks for a wakeup: a wakeup is an irq_work IPI
+/// (a VM exit under virtualisation), and asking on every record while the
+/// consumer is behind cost more than all of kspan's parsing. User space also
+/// drains on a timer, so a crossing missed in a race between CPUs delays
+/// records by at most that tick.
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 #[inline(always)]
 fn crossing_flags(before: u64, len: u64) -> u64 {
-    if before < WAKEUP_BYTES && before + len >= WAKEUP_BYTES { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+    let mark = u64::from(setting(&KSPAN_SETTINGS.wakeup_bytes));
+    if before < mark && before + len >= mark { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
 }
 
 /// Flags for a record user space must handle promptly (see `conn::open`).

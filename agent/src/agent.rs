@@ -39,13 +39,15 @@ const PROC_ROOT: &str = "/proc";
 /// Records handled per turn of the event loop.
 const MAX_BATCH: usize = 4096;
 /// How often the ring is drained without a wakeup from the kernel. Each
-/// drain starts cold (caches, a timer turn), so on a quiet host a longer
-/// interval halves the CPU per span (measured: 10 ms -> 50 ms took ~20 to
-/// ~10 us per span at 1k req/s). Spans wait in export batches for far
-/// longer anyway; records that must be handled promptly (a new
-/// connection, whose process identity is read from procfs while the
-/// process lives, and an exec) wake us at once.
-const DRAIN_INTERVAL_MS: u64 = 50;
+/// drain starts cold (caches, a timer turn, a VM exit for the wakeup), so
+/// on a quiet host longer intervals and bigger batches cut the CPU per span
+/// (measured at 1k req/s: 10 ms -> 50 ms took ~20 to ~11 us per span, 50 ->
+/// 200 ms with the kernel's wakeup mark raised to 1 MiB took it to ~7.5).
+/// Spans wait in export batches (1 s by default) for far longer anyway;
+/// records that must be handled promptly (a new connection, whose process
+/// identity is read from procfs while the process lives, and an exec) wake
+/// us at once.
+const DRAIN_INTERVAL_MS: u64 = 200;
 
 pub struct Agent {
     config: Config,
@@ -174,6 +176,9 @@ impl Agent {
             }
         }
         tracing::info!("shutting down: flushing spans");
+        // What the kernel reported before the signal is still ours to
+        // export: up to a drain interval of it is waiting in the ring.
+        while !self.drain(events.get_mut()) {}
         self.log_metrics();
         self.exporter.shutdown().await;
         // Dropping the Capture detaches every program and frees every map.

@@ -337,6 +337,9 @@ pub struct Settings {
     /// Non-zero: data is captured on `sock_send_length`/`sock_recv_length`
     /// (the socket capture path), not on syscall tracepoints.
     pub sock_capture: u32,
+    /// Bytes waiting in the ring at which the kernel wakes user space.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
     /// Non-zero: inject only on sockets of the network namespace with this
     /// cookie (`--netns`).
     pub propagate_netns_cookie: u64,
