@@ -3,6 +3,8 @@
 //! segments replaced by `{id}`, so every user, order or session does not
 //! make its own span name.
 
+use std::borrow::Cow;
+
 /// A route pattern that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -60,14 +62,16 @@ impl RouteTemplater {
     /// The route for `path` (no query expected; one is ignored if present).
     /// The first matching user pattern is returned as written; otherwise
     /// the path with id-like segments replaced by `{id}`.
-    pub fn route(&self, path: &str) -> String {
+    pub fn route<'a>(&'a self, path: &'a str) -> Cow<'a, str> {
         let path = path.split(['?', '#']).next().unwrap_or_default();
         if path.is_empty() || path == "/" {
-            return "/".to_owned();
+            return Cow::Borrowed("/");
         }
-        let segments = path_segments(path);
-        if let Some(p) = self.patterns.iter().find(|p| p.matches(&segments)) {
-            return p.text.clone();
+        if !self.patterns.is_empty() {
+            let segments = path_segments(path);
+            if let Some(p) = self.patterns.iter().find(|p| p.matches(&segments)) {
+                return Cow::Borrowed(&p.text);
+            }
         }
         templated(path)
     }
@@ -123,7 +127,10 @@ fn path_segments(path: &str) -> Vec<&str> {
 
 /// The heuristic template: `/` separators, empty segments and a trailing
 /// slash are kept exactly; only id-like segments change.
-fn templated(path: &str) -> String {
+fn templated(path: &str) -> Cow<'_, str> {
+    if !path.split('/').any(looks_like_id) {
+        return Cow::Borrowed(path);
+    }
     let mut out = String::with_capacity(path.len());
     for (i, seg) in path.split('/').enumerate() {
         if i > 0 {
@@ -131,7 +138,7 @@ fn templated(path: &str) -> String {
         }
         out.push_str(if looks_like_id(seg) { ID } else { seg });
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Conservative: a false `{id}` merges distinct routes, a missed one only

@@ -1,6 +1,8 @@
 //! Header blocks: httparse does the syntax; this module keeps the few
 //! fields spans need and decides body framing.
 
+use std::borrow::Cow;
+
 use super::body::BodyKind;
 use super::{RequestHead, ResponseHead};
 
@@ -114,7 +116,7 @@ fn request_head(req: &httparse::Request<'_, '_>, len: usize) -> Option<RequestHe
         return None;
     }
     Some(RequestHead {
-        method: req.method?.to_owned(),
+        method: method_text(req.method?),
         target: req.path?.to_owned(),
         version_minor,
         connection_close: f.connection_close(version_minor),
@@ -142,6 +144,15 @@ fn response_head(resp: &httparse::Response<'_, '_>) -> Option<ParsedResponse> {
         complete: true,
     };
     Some(ParsedResponse { head, unknown_coding: f.coding_seen && !f.chunked })
+}
+
+/// The common methods without an allocation per request.
+fn method_text(method: &str) -> Cow<'static, str> {
+    const COMMON: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
+    match COMMON.iter().find(|m| **m == method) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(method.to_owned()),
+    }
 }
 
 /// Header values that matter for spans and framing.

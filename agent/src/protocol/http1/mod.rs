@@ -7,7 +7,7 @@
 //! it reports what it saw (`complete: false`), flags the exchange, and
 //! resynchronises on the next chunk that starts like a message.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 mod body;
 mod head;
@@ -76,7 +76,7 @@ pub enum Http1Event {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestHead {
     /// Method token, e.g. `GET`.
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// Raw request-target (origin-form, absolute-form, `*` or authority).
     pub target: String,
     /// `0` for HTTP/1.0, `1` for HTTP/1.1.

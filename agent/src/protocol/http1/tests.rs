@@ -466,7 +466,7 @@ fn gap_cutting_request_head() {
     assert_eq!(started.len(), 2);
     let cut = &started[0].1;
     assert!(!cut.complete);
-    assert_eq!((cut.method.as_str(), cut.target.as_str()), ("GET", "/cut"));
+    assert_eq!((&*cut.method, cut.target.as_str()), ("GET", "/cut"));
     assert_eq!(cut.host.as_deref(), Some("example.com"));
     assert_eq!(cut.header_bytes, 49);
     let xs = w.exchanges();

@@ -1,6 +1,8 @@
 //! HTTP spans (HTTP/1.x and plain HTTP/2), after the stable HTTP semantic
 //! conventions.
 
+use std::sync::Arc;
+
 use crate::{
     conntrack::Connection,
     protocol::{
@@ -19,14 +21,15 @@ use super::{Timing, network_attrs};
 /// Methods the HTTP semantic conventions know; others are `_OTHER`.
 const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
 
-/// What an HTTP span needs, whatever the protocol version.
+/// What an HTTP span needs, whatever the protocol version, borrowed from
+/// the exchange: the span copies only what it keeps.
 #[derive(Debug, Clone, Default)]
-pub struct HttpView {
-    pub method: String,
-    pub target: String,
+pub struct HttpView<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
     pub scheme: Text,
-    pub authority: Option<String>,
-    pub user_agent: Option<String>,
+    pub authority: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
     pub protocol_version: &'static str,
     pub status: Option<u16>,
     pub request_body_size: Option<u64>,
@@ -38,7 +41,7 @@ pub struct HttpView {
     pub failure: Option<(&'static str, &'static str)>,
 }
 
-pub fn view_http1(ex: &Exchange) -> (HttpView, Timing) {
+pub fn view_http1(ex: &Exchange) -> (HttpView<'_>, Timing) {
     let req = &ex.request;
     let failure = match (ex.response.is_none(), ex.error) {
         (true, Some(ExchangeError::ConnectionReset)) => Some(("connection_reset", "connection reset before the response")),
@@ -47,11 +50,11 @@ pub fn view_http1(ex: &Exchange) -> (HttpView, Timing) {
         _ => None,
     };
     let view = HttpView {
-        method: req.method.clone(),
-        target: req.target.clone(),
+        method: &req.method,
+        target: &req.target,
         scheme: Text::Static("http"),
-        authority: req.host.clone(),
-        user_agent: req.user_agent.clone(),
+        authority: req.host.as_deref(),
+        user_agent: req.user_agent.as_deref(),
         protocol_version: if req.version_minor == 0 { "1.0" } else { "1.1" },
         status: ex.response.as_ref().map(|r| r.status),
         request_body_size: ex.request_body_size,
@@ -68,18 +71,18 @@ pub fn view_http1(ex: &Exchange) -> (HttpView, Timing) {
     (view, timing)
 }
 
-pub fn view_http2(ex: &StreamExchange) -> HttpView {
+pub fn view_http2(ex: &StreamExchange) -> HttpView<'_> {
     let req = &ex.request;
     HttpView {
-        method: req.method.clone().unwrap_or_else(|| "_OTHER".to_owned()),
-        target: req.path.clone().unwrap_or_default(),
+        method: req.method.as_deref().unwrap_or("_OTHER"),
+        target: req.path.as_deref().unwrap_or_default(),
         scheme: match req.scheme.as_deref() {
             None | Some("http") => Text::Static("http"),
             Some("https") => Text::Static("https"),
             Some(other) => Text::Owned(other.to_owned()),
         },
-        authority: req.authority.clone(),
-        user_agent: req.user_agent.clone(),
+        authority: req.authority.as_deref(),
+        user_agent: req.user_agent.as_deref(),
         protocol_version: "2",
         status: ex.status,
         request_body_size: Some(ex.request_body_size),
@@ -98,34 +101,40 @@ pub fn view_http2(ex: &StreamExchange) -> HttpView {
 
 /// Span name, attributes and status of an HTTP exchange.
 pub fn describe(conn: &Connection, kind: SpanKind, v: &HttpView, routes: &RouteTemplater) -> (String, Vec<Attr>, SpanStatus) {
-    let (path, query) = url::split_target(&v.target);
+    let (path, query) = url::split_target(v.target);
     let route = routes.route(path);
     let known = KNOWN_METHODS.iter().find(|m| **m == v.method);
     let method = known.copied().unwrap_or("_OTHER");
-    let name = format!("{method} {route}");
+    let mut name = String::with_capacity(method.len() + 1 + route.len());
+    name.push_str(method);
+    name.push(' ');
+    name.push_str(&route);
+    // Without an id in it the route is the path: one copy serves both.
+    let path_text: Arc<str> = Arc::from(path);
+    let route_text = if *route == *path { Text::Shared(path_text.clone()) } else { Text::Owned(route.into_owned()) };
     let mut attrs = Vec::with_capacity(16);
     attrs.extend([
         Attr::new("http.request.method", method),
-        Attr::new("url.path", path.to_owned()),
+        Attr::new("url.path", path_text),
         Attr::new("url.scheme", v.scheme.clone()),
-        Attr::new("http.route", route),
+        Attr::new("http.route", route_text),
         Attr::new("network.protocol.version", v.protocol_version),
         Attr::new("network.transport", "tcp"),
     ]);
     if known.is_none() {
-        attrs.push(Attr::new("http.request.method_original", v.method.clone()));
+        attrs.push(Attr::new("http.request.method_original", v.method.to_owned()));
     }
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         attrs.push(Attr::new("url.query", url::redact_query(q)));
     }
-    if let Some(ua) = &v.user_agent {
-        attrs.push(Attr::new("user_agent.original", ua.clone()));
+    if let Some(ua) = v.user_agent {
+        attrs.push(Attr::new("user_agent.original", ua.to_owned()));
     }
-    network_attrs(&mut attrs, conn, kind, v.authority.as_deref());
+    network_attrs(&mut attrs, conn, kind, v.authority);
     if kind == SpanKind::Client {
-        let authority = v.authority.clone().or_else(|| conn.remote.map(|a| a.to_string()));
+        let authority = v.authority.map(str::to_owned).or_else(|| conn.remote.map(|a| a.to_string()));
         if let Some(authority) = authority {
-            attrs.push(Attr::new("url.full", url::full_url(&v.scheme, &authority, &v.target)));
+            attrs.push(Attr::new("url.full", url::full_url(&v.scheme, &authority, v.target)));
         }
     }
     if let Some(size) = v.request_body_size.filter(|s| *s > 0) {
