@@ -161,6 +161,91 @@ fn without_propagation_hosts_make_two_traces() {
     assert_eq!(b_server.parent_span_id, "", "B's span is a root");
 }
 
+/// A caller's request head arrives in two segments, its `traceparent` in
+/// the second, so the server's first read has only the request line. What
+/// A injects downstream must still continue the caller's trace, and A's
+/// outgoing call stay the child of A's server span.
+#[test]
+fn head_split_across_reads_keeps_the_callers_trace() {
+    if !prerequisites() {
+        return;
+    }
+    let hosts = Hosts::create().expect("network namespaces");
+    let receiver = Receiver::start().expect("receiver");
+    let peers = repo_root().join("tests/peers");
+    let leaf = peers.join("http_app.py").to_string_lossy().into_owned();
+    let chain = peers.join("chain_app.py").to_string_lossy().into_owned();
+    let b = spawn_in(&hosts.b, &[leaf, "8080".into()], 8080);
+    let a = spawn_in(&hosts.a, &[chain, "8080".into(), format!("http://{B_ADDR}:8080/users")], 8080);
+    let ka = kspan_on(&hosts.a, &receiver, true);
+    let kb = kspan_on(&hosts.b, &receiver, true);
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    // From B, untraced by A's kspan. The pause is what splits the head:
+    // with TCP_NODELAY each part leaves as its own segment.
+    let client = format!(
+        "import socket,time\ns=socket.create_connection(('{A_ADDR}',8080))\n\
+         s.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n\
+         s.sendall(b'GET /hop/61 HTTP/1.1\\r\\n')\ntime.sleep(0.2)\n\
+         s.sendall(b'traceparent: 00-{trace}-{parent}-01\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         d=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nprint(d.decode())\n"
+    );
+    let out = Hosts::exec(&hosts.b, &python().to_string_lossy()).args(["-c", &client]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#"61>{"id": "61"}"#), "{out:?}");
+    let spans = receiver
+        .wait_for(WAIT, |s| s.iter().filter(|s| s.attr_str("url.path") == Some("/users/61")).count() >= 2)
+        .unwrap_or_else(|e| panic!("{e}\nkspan A:\n{}\nkspan B:\n{}", ka.log(), kb.log()));
+    let (a_server, a_client, b_server) = (by(&spans, "SERVER", a.pid()), by(&spans, "CLIENT", a.pid()), by(&spans, "SERVER", b.pid()));
+    assert_eq!((a_server.trace_id.as_str(), a_server.parent_span_id.as_str()), (trace, parent), "A continues its caller");
+    assert_eq!(a_client.parent_span_id, a_server.span_id, "in-process link");
+    assert_eq!(b_server.parent_span_id, a_client.span_id, "B continues A's client span");
+    for s in [&a_client, &b_server] {
+        assert_eq!(s.trace_id, trace, "one trace, the caller's");
+    }
+}
+
+/// With propagation on, the kernel gives each request a thread reads its
+/// trace id just after the read that began it. nginx on A serves two
+/// requests on one keep-alive connection: the first through B (injected,
+/// so the kernel's trace id is the one B continues), the second locally.
+/// The second must start its own trace, not join the first one's. The
+/// client runs on B, untraced, so nginx's requests carry no traceparent.
+#[test]
+fn keep_alive_requests_each_start_their_own_trace() {
+    if !prerequisites() || require_cmd("nginx").is_none() {
+        return;
+    }
+    let hosts = Hosts::create().expect("network namespaces");
+    let receiver = Receiver::start().expect("receiver");
+    let app = repo_root().join("tests/peers/http_app.py").to_string_lossy().into_owned();
+    let _b = spawn_in(&hosts.b, &[app, "8080".into()], 8080);
+    let dir = TempDir::new().unwrap();
+    let conf = dir.join("nginx.conf");
+    let upstream = format!("upstream b {{ server {B_ADDR}:8080; }}");
+    let server = format!(
+        "listen {A_ADDR}:8081;\n\
+         location /via/ {{ proxy_pass http://b/; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
+         location = /local {{ return 200 local; }}"
+    );
+    std::fs::write(&conf, nginx_config(dir.path(), &upstream, &server)).unwrap();
+    let mut nginx = Hosts::exec(&hosts.a, "nginx");
+    nginx.arg("-c").arg(&conf);
+    let nginx = Server::spawn(nginx, 8081).expect("nginx");
+    let ka = kspan_on(&hosts.a, &receiver, true);
+    let urls = [format!("http://{A_ADDR}:8081/via/users/51"), format!("http://{A_ADDR}:8081/local")];
+    assert_eq!(curl_in(&hosts.b, &[&urls[0], &urls[1]]), r#"{"id": "51"}local"#);
+    let nginx_server = |s: &&ReceivedSpan| s.kind == "SERVER" && s.resource_str("service.name") == Some("nginx");
+    let spans = receiver
+        .wait_for(WAIT, |s| s.iter().filter(nginx_server).count() >= 2)
+        .unwrap_or_else(|e| panic!("{e}\nkspan A:\n{}", ka.log()));
+    let server_span = |path: &str| spans.iter().filter(nginx_server).find(|s| s.attr_str("url.path") == Some(path)).expect(path);
+    let (via, local) = (server_span("/via/users/51"), server_span("/local"));
+    assert_eq!(via.attr_i64("network.peer.port"), local.attr_i64("network.peer.port"), "curl kept the connection");
+    let upstream_call = spans.iter().find(|s| s.kind == "CLIENT" && s.parent_span_id == via.span_id).expect("nginx's upstream call");
+    assert_eq!(upstream_call.trace_id, via.trace_id);
+    assert_ne!(local.trace_id, via.trace_id, "two requests, two traces");
+    drop(nginx);
+}
+
 /// Requests from host A to B's echo service with injection on: every body
 /// and response must be exactly what was sent.
 #[test]

@@ -149,7 +149,11 @@ pub struct ThreadCtx {
     /// Another connection's request arrived before this one was answered
     /// (an event loop): injected requests of this thread start new traces.
     pub ambiguous: u8,
-    pub _pad: [u8; 7],
+    /// The request's head went on past the read that began it, without a
+    /// `traceparent` so far: the next reads of the connection are searched
+    /// too.
+    pub head_open: u8,
+    pub _pad: [u8; 6],
 }
 
 #[repr(C)]

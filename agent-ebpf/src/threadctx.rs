@@ -20,7 +20,6 @@ pub fn on_data(pending: &PendingCall, role: u8, pid_tgid: u64, egress: bool) {
     if !enabled() || role != Role::Server as u8 {
         return;
     }
-    let tgid = (pid_tgid >> 32) as u32;
     let current = unsafe { THREAD_CTX.get(&pid_tgid) }.copied();
     if egress {
         if current.is_some_and(|c| c.conn_id == pending.conn_id) {
@@ -29,11 +28,17 @@ pub fn on_data(pending: &PendingCall, role: u8, pid_tgid: u64, egress: bool) {
         return;
     }
     if !starts_request() {
+        // A head cut over several reads (a sender's segments, a small
+        // buffer): its traceparent may be in this part.
+        if let Some(ctx) = current.filter(|c| c.head_open != 0 && c.conn_id == pending.conn_id) {
+            continue_head(ctx, pid_tgid);
+        }
         return;
     }
     // The caller's trace when the request carries one, so what this thread
     // injects downstream stays in it; else a new trace.
-    let trace_id = match incoming_trace_id() {
+    let scan = scan_head(false);
+    let trace_id = match scan.trace_id {
         Some(id) => id,
         None => {
             let mut id = [0u8; 16];
@@ -43,21 +48,48 @@ pub fn on_data(pending: &PendingCall, role: u8, pid_tgid: u64, egress: bool) {
             id
         }
     };
-    let ambiguous = current.is_some_and(|c| c.conn_id != pending.conn_id);
-    let ctx = ThreadCtx { trace_id, conn_id: pending.conn_id, ambiguous: u8::from(ambiguous), _pad: [0; 7] };
+    let ctx = ThreadCtx {
+        trace_id,
+        conn_id: pending.conn_id,
+        ambiguous: u8::from(current.is_some_and(|c| c.conn_id != pending.conn_id)),
+        head_open: u8::from(scan.trace_id.is_none() && !scan.head_ended),
+        _pad: [0; 6],
+    };
     let _ = THREAD_CTX.insert(&pid_tgid, &ctx, 0);
+    announce(pid_tgid, &ctx, false);
+}
+
+/// A later read of a head whose first read had no `traceparent`.
+#[inline(always)]
+fn continue_head(mut ctx: ThreadCtx, pid_tgid: u64) {
+    let scan = scan_head(true);
+    if let Some(id) = scan.trace_id {
+        ctx.trace_id = id;
+        ctx.head_open = 0;
+        let _ = THREAD_CTX.insert(&pid_tgid, &ctx, 0);
+        announce(pid_tgid, &ctx, true);
+    } else if scan.head_ended {
+        ctx.head_open = 0;
+        let _ = THREAD_CTX.insert(&pid_tgid, &ctx, 0);
+    }
+}
+
+/// Tells user space which trace the thread's request is in.
+#[inline(always)]
+fn announce(pid_tgid: u64, ctx: &ThreadCtx, update: bool) {
     let Some(mut entry) = EVENTS.reserve::<ThreadCtxEvent>(0) else {
         count(Counter::ControlDropped);
         return;
     };
     entry.write(ThreadCtxEvent {
         kind: EventKind::ThreadCtx as u8,
-        _pad: [0; 3],
-        tgid,
+        update: u8::from(update),
+        _pad: [0; 2],
+        tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         _pad2: 0,
-        conn_id: pending.conn_id,
-        trace_id,
+        conn_id: ctx.conn_id,
+        trace_id: ctx.trace_id,
     });
     entry.submit(crate::maps::submit_wakeup_flags::<ThreadCtxEvent>());
 }
@@ -91,8 +123,12 @@ const TP_SCAN: usize = 4096;
 struct TpSearch {
     payload: *const u8,
     len: usize,
+    /// The bytes continue a head: a line may start at offset 0.
+    continued: bool,
     /// Offset of the header value, or 0.
     found: usize,
+    /// The blank line ending the head was reached first.
+    head_ended: bool,
 }
 
 #[inline(always)]
@@ -102,25 +138,37 @@ fn at(s: &TpSearch, i: usize) -> u8 {
     unsafe { *s.payload.add(i & (2 * MAX_CAPTURE - 1)) }
 }
 
-/// `bpf_loop` callback: a `\ntraceparent:` header line at `index`? Only
-/// the exit iteration changes state, so the verifier converges at once.
+/// `bpf_loop` callback: does a header line starting at `index` (after a
+/// `\n`, or at 0 in a continued head) name `traceparent`, or end the head?
+/// Only the exit iteration changes state, so the verifier converges at once.
 extern "C" fn find_traceparent(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer given to it: a TpSearch.
     let s = unsafe { &mut *(ctx as *mut TpSearch) };
     let i = index as usize;
-    if i >= TP_SCAN || i + 13 + 36 > s.len {
+    if i >= TP_SCAN || i + 1 >= s.len {
         return 1;
     }
-    if at(s, i) != b'\n' {
+    let line = if at(s, i) == b'\n' {
+        i + 1
+    } else if i == 0 && s.continued {
+        0
+    } else {
+        return 0;
+    };
+    if matches!(at(s, line), b'\r' | b'\n') {
+        s.head_ended = true;
+        return 1;
+    }
+    if line + 12 + 36 > s.len {
         return 0;
     }
     const NAME: &[u8; 12] = b"traceparent:";
     for (k, want) in NAME.iter().enumerate() {
-        if at(s, i + 1 + k) | 0x20 != *want && at(s, i + 1 + k) != *want {
+        if at(s, line + k) | 0x20 != *want && at(s, line + k) != *want {
             return 0;
         }
     }
-    s.found = i + 13;
+    s.found = line + 12;
     1
 }
 
@@ -133,33 +181,51 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// The trace id of a valid `traceparent` in the request just captured.
+struct HeadScan {
+    /// From a valid `traceparent`.
+    trace_id: Option<[u8; 16]>,
+    /// The head's end was in these bytes.
+    head_ended: bool,
+}
+
+/// Searches the request bytes just captured for `traceparent` up to the end
+/// of the head; `continued`: they carry on a head begun in an earlier read.
 #[inline(always)]
-fn incoming_trace_id() -> Option<[u8; 16]> {
+fn scan_head(continued: bool) -> HeadScan {
+    let none = HeadScan { trace_id: None, head_ended: false };
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let scratch = SCRATCH.get_ptr(cpu)?;
+    let Some(scratch) = SCRATCH.get_ptr(cpu) else {
+        return none;
+    };
     // SAFETY: this CPU's slot, filled by capture::emit just before.
     let (payload, len) = unsafe { ((*scratch).payload.as_ptr(), (*scratch).header.captured as usize) };
-    let mut search = TpSearch { payload, len, found: 0 };
+    let mut search = TpSearch { payload, len, continued, found: 0, head_ended: false };
     // SAFETY: a helper call with a static callback and our stack struct.
     unsafe { generated::bpf_loop(TP_SCAN as u32, find_traceparent as *mut _, (&raw mut search).cast(), 0) };
     if search.found == 0 {
-        return None;
+        return HeadScan { trace_id: None, head_ended: search.head_ended };
     }
+    // A traceparent line means the head goes on; its end is not needed.
+    HeadScan { trace_id: parse_trace_id(&search), head_ended: false }
+}
+
+/// The trace id of the `traceparent` value at `search.found`.
+#[inline(always)]
+fn parse_trace_id(search: &TpSearch) -> Option<[u8; 16]> {
     // Skip optional whitespace, then "vv-" and 32 lower-case hex digits.
     let mut p = search.found;
-    if at(&search, p) == b' ' {
+    if at(search, p) == b' ' {
         p += 1;
     }
-    if at(&search, p + 2) != b'-' {
+    if at(search, p + 2) != b'-' {
         return None;
     }
     p += 3;
     let mut id = [0u8; 16];
     let mut nonzero = false;
     for k in 0..16 {
-        let hi = hex_val(at(&search, p + 2 * k))?;
-        let lo = hex_val(at(&search, p + 2 * k + 1))?;
+        let hi = hex_val(at(search, p + 2 * k))?;
+        let lo = hex_val(at(search, p + 2 * k + 1))?;
         id[k] = hi << 4 | lo;
         nonzero |= id[k] != 0;
     }

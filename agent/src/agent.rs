@@ -145,7 +145,8 @@ impl Agent {
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let period = Duration::from_secs(self.config.metrics_interval.max(1));
         let mut metrics_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        // The kernel wakes us when 64 KiB are waiting or a record is urgent;
+        // The kernel wakes us when a sixteenth of the ring (at most 1 MiB)
+        // is waiting or a record is urgent;
         // this drains the rest, bounding how late a quiet host's spans are.
         let mut drain_tick = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -245,7 +246,7 @@ impl Agent {
             }
             Event::Proc(ProcRecord::Fork { tgid, tid, child, .. }) => self.linker.thread_created(tgid, tid, child),
             Event::Injected(rec) => self.linker.injected(&rec),
-            Event::ThreadCtx { conn_id, trace_id, .. } => self.linker.thread_trace(conn_id, trace_id),
+            Event::ThreadCtx { conn_id, trace_id, update, .. } => self.linker.thread_trace(conn_id, trace_id, update),
         }
     }
 

@@ -62,8 +62,8 @@ impl EventsLog {
                 "local": i.local.map(|a| a.to_string()), "remote": i.remote.map(|a| a.to_string()),
                 "trace_id": hex(&i.trace_id), "span_id": hex(&i.span_id),
             }),
-            Event::ThreadCtx { tgid, tid, conn_id, trace_id } => {
-                json!({"type": "thread_ctx", "pid": tgid, "tid": tid, "conn_id": conn_id, "trace_id": hex(trace_id)})
+            Event::ThreadCtx { tgid, tid, conn_id, trace_id, update } => {
+                json!({"type": "thread_ctx", "pid": tgid, "tid": tid, "conn_id": conn_id, "trace_id": hex(trace_id), "update": update})
             }
         };
         // Flushed per line: the file is read while kspan runs.

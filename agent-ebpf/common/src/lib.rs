@@ -252,7 +252,10 @@ pub struct InjectEvent {
 #[derive(Clone, Copy, Debug)]
 pub struct ThreadCtxEvent {
     pub kind: u8,
-    pub _pad: [u8; 3],
+    /// Non-zero: a later read of the same request head brought its
+    /// `traceparent`; this trace id replaces the one sent before.
+    pub update: u8,
+    pub _pad: [u8; 2],
     pub tgid: u32,
     pub tid: u32,
     pub _pad2: u32,

@@ -85,7 +85,7 @@ pub enum Event<'a> {
     Proc(ProcRecord),
     Injected(InjectRecord),
     /// The kernel's trace id for the request a thread began serving.
-    ThreadCtx { tgid: u32, tid: u32, conn_id: u64, trace_id: [u8; 16] },
+    ThreadCtx { tgid: u32, tid: u32, conn_id: u64, trace_id: [u8; 16], update: bool },
 }
 
 fn read_struct<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
@@ -117,7 +117,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
         }
         EventKind::ThreadCtx => {
             let t: ThreadCtxEvent = read_struct(bytes, kind)?;
-            Ok(Event::ThreadCtx { tgid: t.tgid, tid: t.tid, conn_id: t.conn_id, trace_id: t.trace_id })
+            Ok(Event::ThreadCtx { tgid: t.tgid, tid: t.tid, conn_id: t.conn_id, trace_id: t.trace_id, update: t.update != 0 })
         }
         EventKind::ProcExec | EventKind::ProcExit | EventKind::ProcFork => {
             let p: ProcEvent = read_struct(bytes, kind)?;

@@ -96,13 +96,25 @@ struct Node {
     /// (pid, tid) of the thread that read an incoming request: its
     /// `inflight` list.
     reader: Option<(u32, u32)>,
+    /// The kernel's trace id for this incoming request was applied.
+    kernel_trace: bool,
 }
 type NodeRef = Rc<RefCell<Node>>;
 
 impl Node {
     /// A request with no known parent yet.
     fn unlinked(group: GroupRef, span_id: SpanId, started_ns: u64) -> Self {
-        Self { group, span_id, parent: None, parent_is_remote: false, pinned: false, started_ns, done: false, reader: None }
+        Self {
+            group,
+            span_id,
+            parent: None,
+            parent_is_remote: false,
+            pinned: false,
+            started_ns,
+            done: false,
+            reader: None,
+            kernel_trace: false,
+        }
     }
 }
 
@@ -158,8 +170,9 @@ pub struct Linker {
     inbound: Waiting,
     /// Ids the kernel injected, by (pid, local, remote), oldest first.
     injected: FxHashMap<(u32, SocketAddr, SocketAddr), VecDeque<(TraceId, SpanId)>>,
-    /// Trace ids the kernel gave incoming requests, by connection.
-    thread_traces: FxHashMap<u64, VecDeque<TraceId>>,
+    /// Trace ids the kernel gave requests whose head was still being read,
+    /// by connection.
+    thread_traces: FxHashMap<u64, TraceId>,
     sampler: super::sampler::Sampler,
     pub stats: LinkStats,
 }
@@ -278,6 +291,8 @@ impl Linker {
         tid: u32,
         peer_traced: bool,
     ) -> NodeRef {
+        // Taken whether or not it is used: it belongs to this request.
+        let kernel_trace = self.thread_traces.remove(&conn.id);
         let node = match Self::from_header(head) {
             Some((tp, state)) => Node {
                 group: Self::pinned_group(&tp, state),
@@ -288,13 +303,16 @@ impl Linker {
                 started_ns,
                 done: false,
                 reader: None,
+                kernel_trace: true,
             },
             None => {
                 let group = self.new_group();
-                if let Some(trace_id) = pop_hint(&mut self.thread_traces, &conn.id) {
-                    group.borrow_mut().trace_id = trace_id;
+                let mut node = Node::unlinked(group, self.ids.span_id(), started_ns);
+                if let Some(trace_id) = kernel_trace {
+                    node.group.borrow_mut().trace_id = trace_id;
+                    node.kernel_trace = true;
                 }
-                Node::unlinked(group, self.ids.span_id(), started_ns)
+                node
             }
         };
         let pinned = node.pinned;
@@ -328,6 +346,7 @@ impl Linker {
                 started_ns,
                 done: false,
                 reader: None,
+                kernel_trace: false,
             },
             (None, Some(parent)) => {
                 self.stats.linked_in_process += 1;
@@ -341,6 +360,7 @@ impl Linker {
                     started_ns,
                     done: false,
                     reader: None,
+                    kernel_trace: false,
                 }
             }
             (None, None) => Node::unlinked(self.new_group(), self.ids.span_id(), started_ns),
@@ -396,9 +416,39 @@ impl Linker {
         }
     }
 
-    /// The kernel gave the next request read on `conn_id` this trace id.
-    pub fn thread_trace(&mut self, conn_id: u64, trace_id: TraceId) {
-        push_hint(&mut self.thread_traces, conn_id, trace_id);
+    /// The kernel gave the request being read on `conn_id` this trace id:
+    /// what the thread injects downstream carries it. Its record follows the
+    /// read that began the request, so that request is either in flight
+    /// already or (head cut over several reads) not started yet. `update`:
+    /// a later read of the same head brought the caller's `traceparent`.
+    pub fn thread_trace(&mut self, conn_id: u64, trace_id: TraceId, update: bool) {
+        let latest = self.requests.get(&conn_id).and_then(|m| {
+            m.iter()
+                .filter(|(_, n)| {
+                    let n = n.borrow();
+                    n.reader.is_some() && (update || !n.kernel_trace)
+                })
+                .max_by_key(|(seq, _)| **seq)
+                .map(|(_, n)| n.clone())
+        });
+        let Some(node) = latest else {
+            if self.thread_traces.len() >= HINT_KEYS && !self.thread_traces.contains_key(&conn_id) {
+                // Bounded: hints whose request never came are the first to go.
+                self.thread_traces.clear();
+            }
+            self.thread_traces.insert(conn_id, trace_id);
+            return;
+        };
+        let mut n = node.borrow_mut();
+        n.kernel_trace = true;
+        if n.pinned {
+            return;
+        }
+        let group = root(&n.group);
+        let mut g = group.borrow_mut();
+        if !g.pinned && !g.exported {
+            g.trace_id = trace_id;
+        }
     }
 
     /// The one incoming request the thread is serving, if exactly one.

@@ -187,7 +187,7 @@ fn kernel_injected_ids_are_used() {
     let a_in = conn(1, 200, "10.0.0.1:8000", "10.0.0.9:40000", Role::Server);
     let a_out = conn(2, 200, "10.0.0.1:40001", "10.0.0.2:9000", Role::Client);
     let kernel_trace = [7u8; 16];
-    l.thread_trace(1, kernel_trace);
+    l.thread_trace(1, kernel_trace, false);
     l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
     l.injected(&crate::capture::decode::InjectRecord {
         tgid: 200,
@@ -226,6 +226,43 @@ fn injected_trace_id_wins_while_nothing_was_exported() {
     let a = l.finish(1, 0);
     assert_eq!((out.trace_id, a.trace_id), ([3; 16], [3; 16]));
     assert_eq!(out.parent_span_id, Some(a.span_id));
+}
+
+/// The kernel's record of a request's trace follows the read that began
+/// it. On a keep-alive connection each request must get its own, never the
+/// one of the request before (two unrelated requests in one trace).
+#[test]
+fn kernel_trace_follows_its_own_request_on_keep_alive() {
+    let mut l = Linker::new();
+    let a_in = conn(1, 200, "10.0.0.1:8000", "10.0.0.9:40000", Role::Server);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
+    l.thread_trace(1, [1; 16], false);
+    let first = l.finish(1, 0);
+    l.request_started(&a_in, Role::Server, 1, &head(None), 20, 201);
+    l.thread_trace(1, [2; 16], false);
+    let second = l.finish(1, 1);
+    assert_eq!((first.trace_id, second.trace_id), ([1; 16], [2; 16]));
+}
+
+/// A head read in two parts, its `traceparent` in the second: the kernel
+/// first gave the thread a fresh trace, then the caller's. The request
+/// follows its header, and neither id is left over for the next request.
+#[test]
+fn head_split_over_reads_leaves_no_stale_kernel_trace() {
+    let mut l = Linker::new();
+    let a_in = conn(1, 200, "10.0.0.1:8000", "10.0.0.9:40000", Role::Server);
+    let caller = format!("00-{TP_TRACE}-{TP_PARENT}-01");
+    l.thread_trace(1, [5; 16], false);
+    l.request_started(&a_in, Role::Server, 0, &head(Some(caller)), 10, 201);
+    let mut tp_trace = [0u8; 16];
+    for (i, b) in tp_trace.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&TP_TRACE[2 * i..2 * i + 2], 16).unwrap();
+    }
+    l.thread_trace(1, tp_trace, true);
+    assert_eq!(hex(&l.finish(1, 0).trace_id), TP_TRACE);
+    l.request_started(&a_in, Role::Server, 1, &head(None), 20, 201);
+    let next = l.finish(1, 1);
+    assert!(next.trace_id != [5; 16] && next.trace_id != tp_trace, "a new request starts a new trace");
 }
 
 #[test]
