@@ -30,7 +30,7 @@
 // subset of it; without this every test binary would warn about the rest.
 #![allow(dead_code, unused_macros, unused_imports)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Display;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
@@ -285,14 +285,23 @@ pub fn wait_until(timeout: Duration, interval: Duration, mut f: impl FnMut() -> 
     }
 }
 
-/// A currently free TCP port on 127.0.0.1 (bind :0, read, close). Another
-/// process could grab it before the caller binds it; with the kernel's
-/// ephemeral-port rotation that is rare enough for tests.
+/// A currently free TCP port on 127.0.0.1 (bind :0, read, close), never
+/// one this test process was given before. The kernel can hand out a port
+/// just closed again: two servers given one port then looked both started
+/// (the readiness probe reads the namespace's socket table), and a Flask
+/// hop sent its requests to a Node server. Another process could still grab
+/// the port before the caller binds it; that is rare enough for tests.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding 127.0.0.1:0");
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A directory `/tmp/kspan-test-<pid>-<n>`, removed (recursively) on Drop
