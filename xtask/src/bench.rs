@@ -79,6 +79,9 @@ const BENCH_PACKAGES: &[(&str, &str)] =
 pub struct Ctx {
     pub quick: bool,
     pub kspan: PathBuf,
+    /// An optimised build of this program, for its `otlp-sink`: the
+    /// receiver must not be what limits a benchmark.
+    pub sink: PathBuf,
     pub test_venv: PathBuf,
     pub bench_venv: Option<PathBuf>,
     scratch_root: PathBuf,
@@ -192,9 +195,11 @@ fn prepare(opts: &Options, needs_agent: bool, needs_sdk: bool) -> anyhow::Result
         }
         None => root.join("target/release/kspan"),
     };
+    run_cmd(Command::new("cargo").current_dir(&root).args(["build", "--release", "--package", "xtask"]))?;
+    let sink = root.join("target/release/xtask");
     let bench_venv = if needs_sdk { Some(ensure_bench_venv()?) } else { None };
     let scratch_root = root.join("target/bench");
-    Ok(Ctx { quick: opts.quick, kspan, test_venv: setup::test_venv(), bench_venv, scratch_root })
+    Ok(Ctx { quick: opts.quick, kspan, sink, test_venv: setup::test_venv(), bench_venv, scratch_root })
 }
 
 /// A venv apart from the test one, so the SDK's packages never change what

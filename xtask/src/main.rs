@@ -3,6 +3,7 @@
 mod fuzz;
 mod run;
 mod setup;
+mod sink;
 mod soak;
 mod test;
 mod bench;
@@ -30,6 +31,9 @@ enum Command {
     Soak(soak::Options),
     /// Build kspan (release) and run the benchmark suite into bench/RESULTS.md.
     Bench(bench::Options),
+    /// The benchmarks' count-only OTLP/gRPC receiver (started by `bench`).
+    #[command(hide = true)]
+    OtlpSink(sink::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Fuzz(opts) => fuzz::run(&opts),
         Command::Soak(opts) => soak::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::OtlpSink(opts) => sink::run(&opts),
     }
 }
 

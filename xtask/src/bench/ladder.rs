@@ -72,7 +72,7 @@ impl Level {
 pub fn run(ctx: &Ctx, want: &Want) -> anyhow::Result<Vec<Section>> {
     let dir = ctx.scratch("ladder")?;
     let nginx = Nginx::start(&dir)?;
-    let mut receiver = Receiver::start(&ctx.test_venv, &dir, "ladder")?;
+    let mut receiver = Receiver::start(&ctx.sink, &dir, "ladder")?;
     let _stats = sysinfo::BpfStats::enable()?;
     wrk::run(&nginx.url(), &Load::max(2, 32, Duration::from_secs(1)), &dir)?; // warm-up
     let mut levels = Vec::new();
@@ -197,8 +197,8 @@ fn cost_section(ctx: &Ctx, levels: &[Level]) -> Section {
          are approximate (connections pausing 4 ms between requests); the achieved rate is what wrk measured.",
     );
     s.note(
-        "Receiver CPU (the Python OTLP receiver, not kspan; per span it received) is shown because it shares the 2 \
-         cores with everything else.",
+        "Receiver CPU (the bench's count-only OTLP/gRPC receiver, `cargo xtask otlp-sink`, not kspan; per span it \
+         received) is shown because it shares the 2 cores with everything else.",
     );
     s
 }
@@ -250,8 +250,8 @@ fn loss_section(ctx: &Ctx, levels: &[Level]) -> Section {
     s.note(format!(
         "Capture alone (kernel ring buffer, parsing, span building: no `events_dropped_ringbuf` and 2 spans made \
          per request): lossless up to {} req/s{}. Where that is higher than the end-to-end figure, the spans were \
-         lost at kspan's export queue (OTLP queue of 2048 spans, kspan's default) because the Python receiver, \
-         at tens of µs of CPU per span, could not take them as fast.",
+         lost at kspan's export queue (OTLP queue of 2048 spans, kspan's default) because the receiver could \
+         not take them as fast.",
         if best_capture.is_finite() { num(best_capture) } else { "no level".into() },
         if levels.iter().all(Level::capture_lossless) { " (every level, max included)" } else { "" }
     ));

@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let dir = ctx.scratch("memory")?;
     let (idle_conns, churn) = if ctx.quick { (2_000, 10_000) } else { (10_000, 1_000_000) };
     let nginx = Nginx::start(&dir)?;
-    let mut receiver = Receiver::start(&ctx.test_venv, &dir, "memory")?;
+    let mut receiver = Receiver::start(&ctx.sink, &dir, "memory")?;
     // Metrics every second: connections_tracked is read from those lines.
     let kspan = Kspan::start(&ctx.kspan, nginx.proc.pid(), Some(receiver.grpc_port), &["--metrics-interval", "1"], &dir.join("kspan.log"))?;
     let pid = kspan.pid();

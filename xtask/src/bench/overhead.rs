@@ -101,7 +101,7 @@ impl Summary {
 pub fn nginx(ctx: &Ctx) -> anyhow::Result<Section> {
     let dir = ctx.scratch("overhead-nginx")?;
     let nginx = Nginx::start(&dir)?;
-    let mut receiver = Receiver::start(&ctx.test_venv, &dir, "nginx")?;
+    let mut receiver = Receiver::start(&ctx.sink, &dir, "nginx")?;
     let mut svc = Service { url: nginx.url(), pid: nginx.proc.pid(), tree: true, receiver: &mut receiver };
     // The no-export variant only explains the exporting one: --quick skips it.
     let variants: &[Variant] = if ctx.quick {
@@ -116,11 +116,13 @@ pub fn nginx(ctx: &Ctx) -> anyhow::Result<Section> {
     s.tables.push(verdict_table(&summaries, true));
     s.note(
         "Debian's nginx (1 worker, `sendfile off`, keep-alive, no access log) serving a 1 KiB static file on \
-         127.0.0.1; kspan runs `--pid <nginx master> --print none` exporting OTLP/gRPC to tests/otlp_receiver.py.",
+         127.0.0.1; kspan runs `--pid <nginx master> --print none` exporting OTLP/gRPC to the bench's \
+         count-only receiver (`cargo xtask otlp-sink`: it counts spans by walking the protobuf wire format, since the \
+         collector of a deployment runs on another machine, not on the traced host's cores).",
     );
     s.note(
         "`kspan attached, no export` (not in --quick): the same kspan with no OTLP endpoint (spans are built, then dropped), to tell \
-         kspan's own cost from that of exporting and of the Python receiver, which shares the 2 cores.",
+         kspan's own cost from that of exporting and of the receiver, which shares the 2 cores.",
     );
     common_notes(ctx, &mut s);
     s.note(format!(
@@ -135,7 +137,7 @@ pub fn nginx(ctx: &Ctx) -> anyhow::Result<Section> {
 pub fn python(ctx: &Ctx, with_otel: bool) -> anyhow::Result<(Section, Option<Section>)> {
     let dir = ctx.scratch("overhead-python")?;
     let venv = ctx.bench_venv.as_ref().context("the bench venv (Flask, OpenTelemetry SDK) is not set up")?;
-    let mut receiver = Receiver::start(&ctx.test_venv, &dir, "python")?;
+    let mut receiver = Receiver::start(&ctx.sink, &dir, "python")?;
     let app = PyApp::start(venv, PyMode::Plain, &dir, "plain")?;
     let otel_app = if with_otel {
         Some(PyApp::start(venv, PyMode::Otel { grpc_port: receiver.grpc_port }, &dir, "otel")?)

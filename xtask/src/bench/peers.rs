@@ -125,7 +125,8 @@ impl PyApp {
     }
 }
 
-/// tests/otlp_receiver.py on ephemeral ports.
+/// The count-only OTLP/gRPC sink (`cargo xtask otlp-sink`, this binary)
+/// on an ephemeral port.
 pub struct Receiver {
     pub proc: Proc,
     pub grpc_port: u16,
@@ -133,17 +134,13 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn start(test_venv: &Path, dir: &Path, tag: &str) -> anyhow::Result<Receiver> {
+    pub fn start(sink: &Path, dir: &Path, tag: &str) -> anyhow::Result<Receiver> {
         let out = dir.join(format!("spans-{tag}.jsonl"));
         let ready = dir.join(format!("receiver-{tag}.ready"));
         let _ = fs::remove_file(&ready);
-        let mut cmd = Command::new(test_venv.join("bin/python3"));
-        cmd.arg(crate::workspace_root().join("tests/otlp_receiver.py"))
-            .args(["--grpc-port", "0", "--http-port", "0", "--count-only", "--out"])
-            .arg(&out)
-            .arg("--ready-file")
-            .arg(&ready);
-        let mut proc = Proc::spawn("otlp_receiver.py", cmd, &dir.join(format!("receiver-{tag}.log")))?;
+        let mut cmd = Command::new(sink);
+        cmd.arg("otlp-sink").arg("--out").arg(&out).arg("--ready-file").arg(&ready);
+        let mut proc = Proc::spawn("otlp-sink", cmd, &dir.join(format!("receiver-{tag}.log")))?;
         proc.wait_ready("ready file", START_TIMEOUT, || ready.exists())?;
         let info = json::parse(&fs::read_to_string(&ready).context("reading the receiver's ready file")?)?;
         let grpc_port = info.get("grpc").and_then(json::Json::as_f64).context("no grpc port in the ready file")? as u16;
