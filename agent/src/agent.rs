@@ -60,6 +60,8 @@ pub struct Agent {
     exporter: Exporter,
     metrics: Metrics,
     events_log: Option<EventsLog>,
+    /// Reused for the events each record completes.
+    protocol_events: Vec<ProtocolEvent>,
 }
 
 impl Agent {
@@ -103,6 +105,7 @@ impl Agent {
             exporter,
             metrics: Metrics::new(export_metrics),
             events_log,
+            protocol_events: Vec::new(),
             capture,
             config,
         };
@@ -265,18 +268,20 @@ impl Agent {
             self.metrics.data_without_connection.inc();
             return;
         };
-        let events = self.streams.on_data(&conn, rec);
-        self.on_protocol_events(&conn, events);
+        let mut events = std::mem::take(&mut self.protocol_events);
+        self.streams.on_data(&conn, rec, &mut events);
+        self.on_protocol_events(&conn, &mut events);
+        self.protocol_events = events;
     }
 
     fn finish_connection(&mut self, conn: &Connection, ts_ns: u64, tid: u32, reset: bool) {
-        let events = self.streams.on_close(conn, ts_ns, tid, reset);
-        self.on_protocol_events(conn, events);
+        let mut events = self.streams.on_close(conn, ts_ns, tid, reset);
+        self.on_protocol_events(conn, &mut events);
         self.linker.connection_closed(conn.id);
     }
 
-    fn on_protocol_events(&mut self, conn: &Connection, events: Vec<ProtocolEvent>) {
-        for ev in events {
+    fn on_protocol_events(&mut self, conn: &Connection, events: &mut Vec<ProtocolEvent>) {
+        for ev in events.drain(..) {
             let built = match &ev.event {
                 AppEvent::Http1(Http1Event::RequestStarted { seq, head, first }) => {
                     let w3c = Propagation {

@@ -96,10 +96,12 @@ impl Streams {
         self.sessions.len()
     }
 
-    pub fn on_data(&mut self, conn: &Connection, rec: &DataRecord) -> Vec<ProtocolEvent> {
+    /// Appends to `out` what the bytes of `rec` completed: one buffer
+    /// reused for every record, instead of a vector per record and stage.
+    pub fn on_data(&mut self, conn: &Connection, rec: &DataRecord, out: &mut Vec<ProtocolEvent>) {
         if !self.sessions.contains_key(&conn.id) && self.sessions.len() >= self.capacity {
             self.stats.sessions_over_capacity += 1;
-            return Vec::new();
+            return;
         }
         let session = self.sessions.entry(conn.id).or_insert(Session::Detecting { seen: 0 });
         if let Session::Detecting { seen } = session {
@@ -120,32 +122,35 @@ impl Streams {
             }
         }
         let Session::Parsing { parser, role } = session else {
-            return Vec::new();
+            return;
         };
         let role = *role;
         self.stats.bytes_parsed += rec.payload.len() as u64;
         let chunk = Chunk { data: rec.payload, size: rec.size, enter_ns: rec.enter_ns, exit_ns: rec.exit_ns };
         // Client-to-server bytes: what a client writes or a server reads.
         let from_client = (role == Role::Client) == (rec.direction == Direction::Egress);
-        let (events, broken): (Vec<AppEvent>, bool) = match parser {
+        let tag = |event| ProtocolEvent { pid: conn.pid, tid: rec.tid, role, event };
+        let broken = match parser {
             Parser::Http1(p) => {
                 let ev = if from_client { p.on_request_bytes(&chunk) } else { p.on_response_bytes(&chunk) };
-                (ev.into_iter().map(AppEvent::Http1).collect(), p.is_broken())
+                out.extend(ev.into_iter().map(|e| tag(AppEvent::Http1(e))));
+                p.is_broken()
             }
             Parser::Http2(p) => {
                 let ev = if from_client { p.on_client_bytes(&chunk) } else { p.on_server_bytes(&chunk) };
-                (ev.into_iter().map(AppEvent::Http2).collect(), p.is_broken())
+                out.extend(ev.into_iter().map(|e| tag(AppEvent::Http2(e))));
+                p.is_broken()
             }
             Parser::Db(system, p) => {
                 let ev = if from_client { p.on_client_bytes(&chunk) } else { p.on_server_bytes(&chunk) };
                 let system = *system;
-                (ev.into_iter().map(|e| AppEvent::Db(system, e)).collect(), p.is_broken())
+                out.extend(ev.into_iter().map(|e| tag(AppEvent::Db(system, e))));
+                p.is_broken()
             }
         };
         if broken {
             *session = Session::Ignored;
         }
-        events.into_iter().map(|event| ProtocolEvent { pid: conn.pid, tid: rec.tid, role, event }).collect()
     }
 
     /// The connection ended: requests still waiting come out as errors.
