@@ -166,6 +166,8 @@ pub struct Linker {
     inflight: FxHashMap<(u32, u32), Vec<NodeRef>>,
     /// Threads created while their creator served exactly one request.
     inherited: FxHashMap<(u32, u32), NodeRef>,
+    /// Size of `inherited` at which finished entries are next swept out.
+    inherited_sweep_at: usize,
     outbound: Waiting,
     inbound: Waiting,
     /// Ids the kernel injected, by (pid, local, remote), oldest first.
@@ -177,7 +179,7 @@ pub struct Linker {
     pub stats: LinkStats,
 }
 
-/// Size of `inherited` at which finished entries are swept out.
+/// Smallest size of `inherited` at which finished entries are swept out.
 const INHERITED_SWEEP: usize = 1024;
 
 /// Per-key backlog of kernel hints kept while their requests are parsed.
@@ -528,10 +530,13 @@ impl Linker {
                 self.inflight.remove(&reader);
             }
         }
-        // Lookups skip finished entries; sweeping them on every span would
-        // cost as much as there are threads.
-        if self.inherited.len() >= INHERITED_SWEEP {
+        // Lookups skip finished entries, so they are swept out only once the
+        // map has doubled since the last sweep: with many live entries (a
+        // thread per connection) a sweep per span would cost as much as
+        // there are threads.
+        if self.inherited.len() >= self.inherited_sweep_at.max(INHERITED_SWEEP) {
             self.inherited.retain(|_, n| !n.borrow().done);
+            self.inherited_sweep_at = 2 * self.inherited.len();
         }
         let n = node.borrow();
         let group = root(&n.group);
