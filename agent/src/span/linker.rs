@@ -297,15 +297,11 @@ impl Linker {
         let kernel_trace = self.thread_traces.remove(&conn.id);
         let node = match Self::from_header(head) {
             Some((tp, state)) => Node {
-                group: Self::pinned_group(&tp, state),
-                span_id: self.ids.span_id(),
                 parent: Some(tp.parent_id),
                 parent_is_remote: true,
                 pinned: true,
-                started_ns,
-                done: false,
-                reader: None,
                 kernel_trace: true,
+                ..Node::unlinked(Self::pinned_group(&tp, state), self.ids.span_id(), started_ns)
             },
             None => {
                 let group = self.new_group();
@@ -340,30 +336,14 @@ impl Linker {
         });
         let node = match (header, parent) {
             (Some((tp, state)), parent) => Node {
-                group: Self::pinned_group(&tp, state),
-                span_id: tp.parent_id,
                 parent: parent.filter(|p| root(&p.borrow().group).borrow().trace_id == tp.trace_id).map(|p| p.borrow().span_id),
-                parent_is_remote: false,
                 pinned: true,
-                started_ns,
-                done: false,
-                reader: None,
-                kernel_trace: false,
+                ..Node::unlinked(Self::pinned_group(&tp, state), tp.parent_id, started_ns)
             },
             (None, Some(parent)) => {
                 self.stats.linked_in_process += 1;
                 let p = parent.borrow();
-                Node {
-                    group: p.group.clone(),
-                    span_id: self.ids.span_id(),
-                    parent: Some(p.span_id),
-                    parent_is_remote: false,
-                    pinned: false,
-                    started_ns,
-                    done: false,
-                    reader: None,
-                    kernel_trace: false,
-                }
+                Node { parent: Some(p.span_id), ..Node::unlinked(p.group.clone(), self.ids.span_id(), started_ns) }
             }
             (None, None) => Node::unlinked(self.new_group(), self.ids.span_id(), started_ns),
         };
