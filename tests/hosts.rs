@@ -98,6 +98,15 @@ fn kspan_on(ns: &str, receiver: &Receiver, propagate: bool) -> Kspan {
     .expect("kspan starts")
 }
 
+/// nginx on host A, port 8081, its configuration and temp files in `dir`.
+fn nginx_on_a(hosts: &Hosts, dir: &TempDir, upstream: &str, server: &str) -> Server {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_config(dir.path(), upstream, server)).unwrap();
+    let mut nginx = Hosts::exec(&hosts.a, "nginx");
+    nginx.arg("-c").arg(&conf);
+    Server::spawn(nginx, 8081).expect("nginx on host A")
+}
+
 fn curl_in(ns: &str, args: &[&str]) -> String {
     let out = Hosts::exec(ns, "curl").args(["-sS", "--max-time", "10"]).args(args).output().unwrap();
     assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -219,17 +228,13 @@ fn keep_alive_requests_each_start_their_own_trace() {
     let app = repo_root().join("tests/peers/http_app.py").to_string_lossy().into_owned();
     let _b = spawn_in(&hosts.b, &[app, "8080".into()], 8080);
     let dir = TempDir::new().unwrap();
-    let conf = dir.join("nginx.conf");
     let upstream = format!("upstream b {{ server {B_ADDR}:8080; }}");
     let server = format!(
         "listen {A_ADDR}:8081;\n\
          location /via/ {{ proxy_pass http://b/; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
          location = /local {{ return 200 local; }}"
     );
-    std::fs::write(&conf, nginx_config(dir.path(), &upstream, &server)).unwrap();
-    let mut nginx = Hosts::exec(&hosts.a, "nginx");
-    nginx.arg("-c").arg(&conf);
-    let nginx = Server::spawn(nginx, 8081).expect("nginx");
+    let nginx = nginx_on_a(&hosts, &dir, &upstream, &server);
     let ka = kspan_on(&hosts.a, &receiver, true);
     let urls = [format!("http://{A_ADDR}:8081/via/users/51"), format!("http://{A_ADDR}:8081/local")];
     assert_eq!(curl_in(&hosts.b, &[&urls[0], &urls[1]]), r#"{"id": "51"}local"#);
@@ -304,14 +309,10 @@ fn injection_never_corrupts_requests() {
     // the sockmap regression under-reports): all answers arrive, intact.
     if require_cmd("nginx").is_some() {
         let dir = TempDir::new().unwrap();
-        let conf = dir.join("nginx.conf");
         let upstream = format!("upstream b {{ server {B_ADDR}:8080; keepalive 4; }}");
         let server = "listen 127.0.0.1:8081;\n\
              location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }";
-        std::fs::write(&conf, nginx_config(dir.path(), &upstream, server)).unwrap();
-        let mut nginx = Hosts::exec(&hosts.a, "nginx");
-        nginx.arg("-c").arg(&conf);
-        let _nginx = Server::spawn(nginx, 8081).expect("nginx proxy");
+        let _nginx = nginx_on_a(&hosts, &dir, &upstream, server);
         let urls: Vec<String> = (0..20).map(|_| "http://127.0.0.1:8081/headers".to_owned()).collect();
         let args: Vec<&str> = urls.iter().map(String::as_str).collect();
         let answers = echo(&args);
