@@ -146,10 +146,9 @@ fn response_head(resp: &httparse::Response<'_, '_>) -> Option<ParsedResponse> {
     Some(ParsedResponse { head, unknown_coding: f.coding_seen && !f.chunked })
 }
 
-/// The common methods without an allocation per request.
+/// The known methods without an allocation per request.
 fn method_text(method: &str) -> Cow<'static, str> {
-    const COMMON: [&str; 9] = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
-    match COMMON.iter().find(|m| **m == method) {
+    match super::KNOWN_METHODS.iter().find(|m| **m == method) {
         Some(m) => Cow::Borrowed(m),
         None => Cow::Owned(method.to_owned()),
     }

@@ -18,6 +18,10 @@ mod tests;
 
 pub use session::Http1Session;
 
+/// The request methods of RFC 9110 and PATCH (RFC 5789): those the HTTP
+/// semantic conventions name, and those parsed heads keep without copying.
+pub const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
+
 /// Bytes captured from one syscall on one direction of a connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Chunk<'a> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::{
     conntrack::Connection,
     protocol::{
-        http1::{Exchange, ExchangeError},
+        http1::{Exchange, ExchangeError, KNOWN_METHODS},
         http2::{Http2Error, StreamExchange},
     },
     span::{
@@ -18,8 +18,6 @@ use crate::{
 
 use super::{Timing, network_attrs};
 
-/// Methods the HTTP semantic conventions know; others are `_OTHER`.
-const KNOWN_METHODS: [&str; 9] = ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"];
 
 /// What an HTTP span needs, whatever the protocol version, borrowed from
 /// the exchange: the span copies only what it keeps.
@@ -103,6 +101,7 @@ pub fn view_http2(ex: &StreamExchange) -> HttpView<'_> {
 pub fn describe(conn: &Connection, kind: SpanKind, v: &HttpView, routes: &RouteTemplater) -> (String, Vec<Attr>, SpanStatus) {
     let (path, query) = url::split_target(v.target);
     let route = routes.route(path);
+    // Others are `_OTHER`.
     let known = KNOWN_METHODS.iter().find(|m| **m == v.method);
     let method = known.copied().unwrap_or("_OTHER");
     let mut name = String::with_capacity(method.len() + 1 + route.len());
