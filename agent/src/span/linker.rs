@@ -187,11 +187,16 @@ const HINT_BACKLOG: usize = 64;
 /// Keys of kernel hints kept at most.
 const HINT_KEYS: usize = 16384;
 
-fn push_hint<K: std::hash::Hash + Eq, V>(map: &mut FxHashMap<K, VecDeque<V>>, key: K, value: V) {
-    if map.len() >= HINT_KEYS && !map.contains_key(&key) {
+/// Keeps a hint map within `HINT_KEYS` before `key` is added.
+fn make_room<K: std::hash::Hash + Eq, V>(map: &mut FxHashMap<K, V>, key: &K) {
+    if map.len() >= HINT_KEYS && !map.contains_key(key) {
         // Bounded: hints whose request never came are the first to go.
         map.clear();
     }
+}
+
+fn push_hint<K: std::hash::Hash + Eq, V>(map: &mut FxHashMap<K, VecDeque<V>>, key: K, value: V) {
+    make_room(map, &key);
     let queue = map.entry(key).or_default();
     if queue.len() >= HINT_BACKLOG {
         queue.pop_front();
@@ -414,10 +419,7 @@ impl Linker {
                 .map(|(_, n)| n.clone())
         });
         let Some(node) = latest else {
-            if self.thread_traces.len() >= HINT_KEYS && !self.thread_traces.contains_key(&conn_id) {
-                // Bounded: hints whose request never came are the first to go.
-                self.thread_traces.clear();
-            }
+            make_room(&mut self.thread_traces, &conn_id);
             self.thread_traces.insert(conn_id, trace_id);
             return;
         };
