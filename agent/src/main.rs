@@ -8,6 +8,12 @@ use kspan::{agent, config};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // Transparent huge pages back the allocator's arenas with 2 MiB pages of
+    // which kspan touches a fraction: with THP on (`always`), RSS under load
+    // read 62 MiB against 46 MiB without, at the same CPU per span. An agent
+    // on every node should cost what it uses. Failure (old kernel) is harmless.
+    // SAFETY: prctl(PR_SET_THP_DISABLE) only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let config = config::Cli::parse().into_config()?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid --log filter")?;
     // Logs go to stderr: stdout carries the printed spans.
