@@ -16,8 +16,6 @@ use super::{
 
 /// Target from the issue: total CPU per HTTP span.
 const MAX_US_PER_SPAN: f64 = 5.0;
-/// Think time per connection for the paced levels (see `Load::paced`).
-const PACE_DELAY_MS: u32 = 4;
 
 pub struct Want {
     pub cost: bool,
@@ -96,7 +94,7 @@ fn loads(ctx: &Ctx, want: &Want) -> Vec<(String, Load)> {
     let d = ctx.run_duration();
     let rates: &[u32] = if want.loss && !ctx.quick { &[1_000, 2_000, 5_000, 10_000, 20_000] } else { &[1_000, 10_000] };
     let mut out: Vec<(String, Load)> =
-        rates.iter().map(|r| (format!("~{}k req/s", r / 1000), Load::paced(*r, PACE_DELAY_MS, d))).collect();
+        rates.iter().map(|r| (format!("~{}k req/s", r / 1000), Load::paced(*r, d))).collect();
     out.push(("max".into(), Load::max(2, 32, d)));
     out
 }
@@ -193,8 +191,8 @@ fn cost_section(ctx: &Ctx, levels: &[Level]) -> Section {
         "Divided by the spans kspan made (its `spans` counter; the receiver's count is in brackets and is lower when \
          the export queue overflowed, see table 4: dividing by it would charge dropped spans' CPU to the others). \
          Only nginx is traced (wrk stands in for clients on other hosts), so each request yields one SERVER span. \
-         Rates other than max \
-         are approximate (connections pausing 4 ms between requests); the achieved rate is what wrk measured.",
+         Rates other than max are offered on a fixed schedule (the pacing script of table 1a); the achieved rate \
+         is what wrk measured.",
     );
     s.note(
         "Receiver CPU (the bench's count-only OTLP/gRPC receiver, `cargo xtask otlp-sink`, not kspan; per span it \
@@ -262,7 +260,7 @@ fn loss_section(ctx: &Ctx, levels: &[Level]) -> Section {
          stopped (answered, so traced, but not counted by wrk).",
     );
     if !ctx.quick {
-        s.note("Rates are approximate (paced connections); the ladder runs to max even after loss starts, because table 3 needs max.");
+        s.note("Rates are offered on a fixed schedule (the pacing script of table 1a) and measured; the ladder runs to max even after loss starts, because table 3 needs max.");
     }
     s
 }

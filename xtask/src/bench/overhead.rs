@@ -21,8 +21,6 @@ const MAX_P99_INCREASE_PCT: f64 = 5.0;
 
 /// The moderate profile offers this fraction of the baseline's max rate.
 const MODERATE_FRACTION: f64 = 0.25;
-/// Think time per connection in the moderate profile.
-const MODERATE_DELAY_MS: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -197,11 +195,14 @@ fn common_notes(ctx: &Ctx, s: &mut Section) {
          before each of its runs and stopped after, so baseline runs have nothing attached."
     ));
     s.note(format!(
-        "`max`: `wrk -t2 -c32 --latency`, closed loop as fast as the server answers. `moderate`: about \
-         {:.0}% of the baseline's max rate, offered by connections that each wait {MODERATE_DELAY_MS} ms (wrk Lua \
-         `delay()`) between a response and the next request. wrk has no open-loop mode, so this is a closed loop with \
-         think time, not a true fixed rate: latencies are not corrected for coordinated omission.",
-        MODERATE_FRACTION * 100.0
+        "`max`: `wrk -t2 -c32 --latency`, closed loop as fast as the server answers. `moderate`: a fixed rate of \
+         {:.0}% of the baseline's max rate. wrk has no fixed-rate option, so a Lua script (`PACING_SCRIPT` in \
+         xtask/src/bench/wrk.rs) gives each request the next slot of an evenly spaced schedule and holds it until \
+         then; requests leave in 1 ms groups (the resolution of wrk's `delay()`), and each connection's turn comes \
+         about every {} ms. Latency is wrk's, from when a request is written; a server that falls behind makes the \
+         schedule slip rather than burst, which the achieved req/s shows.",
+        MODERATE_FRACTION * 100.0,
+        super::wrk::PACED_CYCLE_MS
     ));
     s.note(
         "kspan traces the server process and its children (`--pid`), as on a node whose clients are on other \
@@ -232,7 +233,7 @@ fn measure(
     let mut out = rotate(ctx, svc, variants, otel, "max", &max, dir)?;
     let base_max = out.iter().find(|s| s.variant == Variant::Baseline).map_or(1000.0, Summary::rps);
     let rate = (base_max * MODERATE_FRACTION).max(10.0) as u32;
-    let moderate = Load::paced(rate, MODERATE_DELAY_MS, d);
+    let moderate = Load::paced(rate, d);
     out.extend(rotate(ctx, svc, variants, otel, &format!("moderate (~{rate} req/s offered)"), &moderate, dir)?);
     Ok(out)
 }

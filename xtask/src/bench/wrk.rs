@@ -10,34 +10,31 @@ pub struct Load {
     pub threads: u32,
     pub connections: u32,
     pub duration: Duration,
-    /// Think time per connection between a response and the next request
-    /// (wrk's Lua `delay()`, whole milliseconds). wrk has no fixed-rate
-    /// mode; this caps each connection near 1000/(delay+latency) req/s,
-    /// so the offered rate is roughly `connections * 1000 / delay_ms`.
-    pub delay_ms: Option<u32>,
+    /// Offered requests per second in total, on a fixed schedule (see
+    /// [`PACING_SCRIPT`]); `None`: each connection as fast as answers come.
+    pub rate: Option<u32>,
     /// `Connection: close` on every request: one TCP connection per request.
     pub close: bool,
 }
 
 impl Load {
     pub fn max(threads: u32, connections: u32, duration: Duration) -> Load {
-        Load { threads, connections, duration, delay_ms: None, close: false }
+        Load { threads, connections, duration, rate: None, close: false }
     }
 
-    /// About `rate` req/s in total, from connections that each pause
-    /// `delay_ms` between requests. wrk's timer and the request itself add
-    /// about 1 ms per cycle on loopback (measured: 40 connections at 4 ms
-    /// gave 7.7k req/s, not 10k), so a cycle is taken as `delay_ms + 1`.
-    /// The achieved rate is measured and reported, never assumed.
-    pub fn paced(rate: u32, delay_ms: u32, duration: Duration) -> Load {
-        let connections = (rate * (delay_ms + 1)).div_ceil(1000).max(1);
-        Load { threads: connections.min(2), connections, duration, delay_ms: Some(delay_ms), close: false }
+    /// `rate` req/s in total on a fixed schedule. Enough connections that
+    /// each waits about [`PACED_CYCLE_MS`] for its next slot, so a response
+    /// comes back long before the schedule needs its connection again. The
+    /// achieved rate is measured and reported, never assumed.
+    pub fn paced(rate: u32, duration: Duration) -> Load {
+        let connections = (rate * PACED_CYCLE_MS).div_ceil(1000).max(1);
+        Load { threads: connections.min(2), connections, duration, rate: Some(rate), close: false }
     }
 
     pub fn describe(&self) -> String {
         let mut s = format!("wrk -t{} -c{} -d{}s", self.threads, self.connections, self.duration.as_secs_f64());
-        if let Some(d) = self.delay_ms {
-            s += &format!(" (Lua delay {d} ms)");
+        if let Some(rate) = self.rate {
+            s += &format!(" (paced to {rate} req/s)");
         }
         if self.close {
             s += " -H 'Connection: close'";
@@ -45,6 +42,45 @@ impl Load {
         s
     }
 }
+
+/// Connections of a paced load cycle through the schedule about this often.
+pub const PACED_CYCLE_MS: u32 = 10;
+
+/// A fixed request rate per wrk thread, which wrk itself has no option for.
+/// Each request takes the thread's next slot, `1000 / rate` ms after the
+/// previous one, and `delay()` holds it until then: arrivals are spread
+/// evenly over time. A think time per connection instead (wrk's usual
+/// `delay()`) keeps connections that started together in step, so requests
+/// arrive in bursts of all connections at once and p99 measures how long the
+/// server takes to clear a burst. `delay()` counts whole milliseconds, so
+/// requests still leave in one-millisecond groups. Debian's wrk embeds
+/// LuaJIT, whose FFI reads the monotonic clock.
+pub const PACING_SCRIPT: &str = r#"local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } pacing_timespec;
+int clock_gettime(int clock, pacing_timespec *ts);
+]]
+local ts = ffi.new("pacing_timespec")
+local CLOCK_MONOTONIC = 1
+local function now_ms()
+  ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+
+local gap_ms, next_ms
+
+function init(args)
+  gap_ms = 1000 / tonumber(args[1])
+end
+
+function delay()
+  local now = now_ms()
+  -- Behind schedule (a slow server): restart from now instead of sending
+  -- the missed requests in a burst; the achieved rate shows the shortfall.
+  next_ms = math.max((next_ms or now) + gap_ms, now)
+  return math.floor(next_ms - now)
+end
+"#;
 
 /// What one wrk run reported.
 #[derive(Debug, Clone, Default)]
@@ -66,15 +102,18 @@ pub fn run(url: &str, load: &Load, scratch: &Path) -> anyhow::Result<WrkResult> 
         .arg("--latency")
         .arg("--timeout")
         .arg("5s");
-    if let Some(d) = load.delay_ms {
-        let script = scratch.join(format!("delay-{d}.lua"));
-        std::fs::write(&script, format!("function delay()\n  return {d}\nend\n")).context("writing the wrk Lua script")?;
-        cmd.arg("-s").arg(&script);
-    }
     if load.close {
         cmd.args(["-H", "Connection: close"]);
     }
-    cmd.arg(url);
+    if let Some(rate) = load.rate {
+        let script = scratch.join("paced.lua");
+        std::fs::write(&script, PACING_SCRIPT).context("writing the wrk Lua script")?;
+        // wrk gives each thread its own Lua state and an equal share of the connections.
+        let per_thread = f64::from(rate) / f64::from(load.threads.max(1));
+        cmd.arg("-s").arg(&script).arg(url).arg("--").arg(format!("{per_thread}"));
+    } else {
+        cmd.arg(url);
+    }
     let out = cmd.output().context("running wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(out.status.success(), "wrk failed: {}\n{}{}", out.status, text, String::from_utf8_lossy(&out.stderr));
