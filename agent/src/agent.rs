@@ -48,6 +48,15 @@ const MAX_BATCH: usize = 4096;
 /// identity is read from procfs while the process lives, and an exec) wake
 /// us at once.
 const DRAIN_INTERVAL_MS: u64 = 200;
+/// Records between yields of the CPU while draining (about 100 us of work).
+/// A drain wakes with a backlog and, unless it yields, holds a core for a
+/// millisecond or more; a traced server woken on that core waits for it.
+/// Yielding lets it go first. Measured with nginx at a fixed ~19k req/s on
+/// 2 cores, p99 over baseline: +60-120% without, +15-25% with. At max rate
+/// nginx kept 5-10% more throughput, and kspan, with less CPU, dropped (and
+/// counted) up to 0.5% of spans at its export queue. kspan stops yielding
+/// while it is behind or its export queue fills.
+const YIELD_EVERY: usize = 64;
 
 pub struct Agent {
     config: Config,
@@ -62,6 +71,8 @@ pub struct Agent {
     events_log: Option<EventsLog>,
     /// Reused for the events each record completes.
     protocol_events: Vec<ProtocolEvent>,
+    /// The last drain emptied the ring: kspan is keeping up.
+    caught_up: bool,
 }
 
 impl Agent {
@@ -106,6 +117,7 @@ impl Agent {
             metrics: Metrics::new(export_metrics),
             events_log,
             protocol_events: Vec::new(),
+            caught_up: true,
             capture,
             config,
         };
@@ -169,10 +181,17 @@ impl Agent {
                     let mut guard = guard.context("ring buffer poll")?;
                     if self.drain(guard.get_inner_mut()) {
                         guard.clear_ready();
+                    } else {
+                        // Still a backlog: the ring stays readable, so without
+                        // this the loop would run on and the exporter (a task
+                        // on this thread) would wait while its queue overflows.
+                        tokio::task::yield_now().await;
                     }
                 }
                 _ = drain_tick.tick() => {
-                    self.drain(events.get_mut());
+                    if !self.drain(events.get_mut()) {
+                        tokio::task::yield_now().await;
+                    }
                 }
                 _ = metrics_tick.tick(), if self.config.metrics_interval > 0 => self.log_metrics(),
                 _ = &mut ctrl_c => break,
@@ -194,12 +213,20 @@ impl Agent {
     /// Handles what the ring holds, in bounded batches so timers and signals
     /// still get a turn. True when the ring was emptied.
     fn drain(&mut self, ring: &mut RingBuf<MapData>) -> bool {
-        for _ in 0..MAX_BATCH {
+        for handled in 1..=MAX_BATCH {
             let Some(item) = ring.next() else {
+                self.caught_up = true;
                 return true;
             };
             self.handle_record(&item);
+            // Yield only with slack: a drain that is catching up, or an export
+            // queue filling, needs every slice the scheduler gives it.
+            if handled % YIELD_EVERY == 0 && self.caught_up && self.exporter.has_slack() {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
         }
+        self.caught_up = false;
         false
     }
 

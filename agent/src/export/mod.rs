@@ -158,6 +158,12 @@ impl Exporter {
         }
     }
 
+    /// Every queue is at most a quarter full: export keeps up with spans.
+    pub fn has_slack(&self) -> bool {
+        self.otlp.as_ref().is_none_or(|(lane, _)| lane.has_slack())
+            && self.printer.as_ref().is_none_or(|p| p.lane.has_slack())
+    }
+
     /// Flush what is queued (bounded by the export timeout) and stop.
     pub async fn shutdown(self) {
         let deadline = queue::after(self.flush_timeout);

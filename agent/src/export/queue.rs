@@ -47,6 +47,11 @@ impl Lane {
         )
     }
 
+    /// At most a quarter of the queue is taken.
+    pub(crate) fn has_slack(&self) -> bool {
+        self.tx.capacity() * 4 >= self.tx.max_capacity() * 3
+    }
+
     /// Enqueues without waiting; a full (or closed) queue drops the span.
     pub(crate) fn offer(&self, span: Span) {
         if self.tx.try_send(span).is_err() {
@@ -149,6 +154,20 @@ mod tests {
         drop(rx);
         lane.offer(span(&r, 11));
         assert_eq!(metrics.spans_dropped_queue_full.load(Ordering::Relaxed), 8);
+    }
+
+    #[tokio::test]
+    async fn slack_ends_past_a_quarter_and_returns_as_the_queue_drains() {
+        let (lane, mut rx) = Lane::new(8, Arc::new(ExportMetrics::default()));
+        let r = resource(1, "a");
+        assert!(lane.has_slack());
+        lane.offer(span(&r, 0));
+        lane.offer(span(&r, 1));
+        assert!(lane.has_slack(), "2 of 8 is a quarter");
+        lane.offer(span(&r, 2));
+        assert!(!lane.has_slack());
+        rx.recv().await.expect("queued span");
+        assert!(lane.has_slack());
     }
 
     #[tokio::test]
