@@ -179,19 +179,12 @@ impl Agent {
             tokio::select! {
                 guard = events.readable_mut() => {
                     let mut guard = guard.context("ring buffer poll")?;
-                    if self.drain(guard.get_inner_mut()) {
+                    if self.drain_turn(guard.get_inner_mut()).await {
                         guard.clear_ready();
-                    } else {
-                        // Still a backlog: the ring stays readable, so without
-                        // this the loop would run on and the exporter (a task
-                        // on this thread) would wait while its queue overflows.
-                        tokio::task::yield_now().await;
                     }
                 }
                 _ = drain_tick.tick() => {
-                    if !self.drain(events.get_mut()) {
-                        tokio::task::yield_now().await;
-                    }
+                    self.drain_turn(events.get_mut()).await;
                 }
                 _ = metrics_tick.tick(), if self.config.metrics_interval > 0 => self.log_metrics(),
                 _ = &mut ctrl_c => break,
@@ -208,6 +201,18 @@ impl Agent {
         drop(self.capture);
         tracing::info!("kspan stopped");
         Ok(())
+    }
+
+    /// One turn of the event loop's draining. True when the ring was emptied.
+    async fn drain_turn(&mut self, ring: &mut RingBuf<MapData>) -> bool {
+        let emptied = self.drain(ring);
+        if !emptied {
+            // Still a backlog: the ring stays readable, so without this the
+            // loop would run on and the exporter (a task on this thread)
+            // would wait while its queue overflows.
+            tokio::task::yield_now().await;
+        }
+        emptied
     }
 
     /// Handles what the ring holds, in bounded batches so timers and signals

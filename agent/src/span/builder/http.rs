@@ -18,7 +18,6 @@ use crate::{
 
 use super::{Timing, network_attrs};
 
-
 /// What an HTTP span needs, whatever the protocol version, borrowed from
 /// the exchange: the span copies only what it keeps.
 #[derive(Debug, Clone, Default)]
