@@ -307,3 +307,98 @@ fn prints_spans_to_the_terminal_by_default() {
     let printed = log.lines().find(|l| l.contains(line)).unwrap();
     assert!(printed.contains("http_app") && printed.contains("200"), "{printed}");
 }
+
+/// A message whose `Content-Length` body fills its syscall is captured as
+/// its head alone (the body is only counted); everything else, where the
+/// body carries framing or another message follows, is captured whole. The
+/// spans are the same either way.
+#[test]
+fn content_length_bodies_are_counted_not_captured() {
+    if !prerequisites() {
+        return;
+    }
+    let receiver = Receiver::start().expect("receiver");
+    let port = free_port();
+    let peer = |mode: &str| {
+        let mut cmd = Command::new(python());
+        cmd.arg(repo_root().join("tests/peers/http_bodies.py")).arg(mode).arg(port.to_string());
+        cmd
+    };
+    let server = Server::spawn(peer("server"), port).expect("peer server");
+    let dir = TempDir::new().unwrap();
+    let log = dir.join("events.jsonl");
+    let kspan = Kspan::start(
+        &["--open-ports", &port.to_string(), "--events-log", log.to_str().unwrap()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .expect("kspan starts");
+    let status = peer("client").status().expect("client runs");
+    assert!(status.success(), "client: {status}");
+
+    let server_span = |s: &ReceivedSpan, name: &str| s.kind == "SERVER" && s.name == name;
+    let names = ["GET /cl", "GET /ows", "GET /chunked", "GET /long-head", "GET /p1", "GET /p2", "HEAD /cl", "POST /upload"];
+    let spans = receiver
+        .wait_for(WAIT, |spans| names.iter().all(|n| spans.iter().any(|s| server_span(s, n))))
+        .unwrap_or_else(|err| panic!("a server span per request ({err}); got {:#?}", receiver.spans()));
+    let span = |name: &str| spans.iter().find(|s| server_span(s, name)).unwrap();
+    for (name, size) in [("GET /cl", 2000), ("GET /ows", 1500), ("GET /chunked", 1200), ("GET /long-head", 1000)] {
+        assert_eq!(span(name).attr_i64("http.response.status_code"), Some(200), "{name}");
+        assert_eq!(span(name).attr_i64("http.response.body.size"), Some(size), "{name}: {:?}", span(name));
+    }
+    assert_eq!(span("GET /p1").attr_i64("http.response.body.size"), Some(600));
+    assert_eq!(span("GET /p2").attr_i64("http.response.body.size"), Some(700));
+    assert_eq!(span("HEAD /cl").attr_i64("http.response.status_code"), Some(200));
+    let upload = span("POST /upload");
+    assert_eq!(upload.attr_i64("http.response.status_code"), Some(201));
+    assert_eq!(upload.attr_i64("http.request.body.size"), Some(3000));
+    for s in spans.iter().filter(|s| s.kind == "SERVER") {
+        assert_ne!(s.status.code, "ERROR", "{s:?}");
+        assert!(s.attr("error.type").is_none(), "{s:?}");
+    }
+
+    // What the server's syscalls captured. Its writes and reads are whole
+    // messages (one write each; on loopback, one read gets a whole write).
+    let records = wait_for_close(&log, server.pid());
+    let heads = |bytes: &[u8]| bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let mut trimmed = Vec::new();
+    for r in &records {
+        let captured = hex_payload(r);
+        let size = r["size"].as_u64().unwrap() as usize;
+        let first_line = String::from_utf8_lossy(&captured[..captured.len().min(24)]).into_owned();
+        if r["truncated"] == true {
+            assert_eq!(Some(captured.len()), heads(&captured), "a head and nothing more: {first_line:?}");
+            assert!(size > captured.len());
+            trimmed.push(first_line);
+        } else {
+            assert_eq!(captured.len(), size, "captured whole: {first_line:?}");
+        }
+    }
+    trimmed.sort();
+    // The scan needs bpf_loop, which only the socket path may assume.
+    let expected: &[&str] = if kspan.log().contains("capturing on socket tracepoints") {
+        &["HTTP/1.1 200 OK\r\nContent", "HTTP/1.1 200 OK\r\ncontent", "POST /upload HTTP/1.1\r\nH"]
+    } else {
+        &[]
+    };
+    assert_eq!(trimmed, expected, "head-only records: the /cl and /ows answers, the upload");
+    drop(kspan);
+}
+
+/// The server's data records from the events log, once its connection closed.
+fn wait_for_close(log: &std::path::Path, pid: u32) -> Vec<serde_json::Value> {
+    let read = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(log).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let closed = wait_until(WAIT, POLL, || read().iter().any(|e| e["pid"] == pid && e["type"] == "close"));
+    assert!(closed, "no close record for the server ({pid})");
+    read().into_iter().filter(|e| e["pid"] == pid && e["type"] == "data").collect()
+}
+
+fn hex_payload(e: &serde_json::Value) -> Vec<u8> {
+    let hex = e["payload_hex"].as_str().unwrap_or_default();
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+}

@@ -6,6 +6,7 @@ use kspan_common::{
     MAX_MMSG_IOVECS, Source,
 };
 
+use crate::headonly;
 use crate::maps::{DataScratch, EVENTS, KSPAN_SETTINGS, PendingCall, SCRATCH, count, setting};
 
 /// Byte offsets in the x86_64 user ABI (stable: it is the syscall ABI).
@@ -187,6 +188,8 @@ pub fn emit<const LOOP: bool>(
         let take = if ret < cap as u64 { ret as u32 } else { cap };
         if copy_user(scratch, 0, pending.ptr, take) { take } else { 0 }
     };
+    // The scan needs bpf_loop, which the socket path's kernels all have.
+    let captured = if LOOP { headonly::kept(scratch, captured, ret) } else { captured };
     submit(scratch, pending, tgid, tid, ret, captured, exit_ns, direction);
 }
 

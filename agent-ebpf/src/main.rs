@@ -11,6 +11,7 @@
 
 mod capture;
 mod conn;
+mod headonly;
 mod inject;
 mod maps;
 mod sockio;

@@ -123,6 +123,15 @@ pub static PORT_FILTER: HashMap<u16, u8> = HashMap::with_max_entries(65536, 0);
 pub struct DataScratch {
     pub header: DataEvent,
     pub payload: [u8; 2 * MAX_CAPTURE],
+    pub cursor: ScanCursor,
+}
+
+/// Where `headonly` is in its scan of the payload (see `Scan::cursor`).
+#[repr(C)]
+pub struct ScanCursor {
+    pub next: u32,
+    pub last_lf: u32,
+    pub content_length: u64,
 }
 
 #[map]

@@ -374,6 +374,7 @@ impl Agent {
             kernel[Counter::RingbufDropped as usize] + kernel[Counter::ControlDropped as usize],
             kernel[Counter::SocketCalls as usize],
             kernel[Counter::Unattributed as usize],
+            kernel[Counter::BodiesSkipped as usize],
             &self.conns.stats,
             self.conns.len(),
             self.streams.len(),

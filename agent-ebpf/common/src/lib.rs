@@ -371,9 +371,12 @@ pub enum Counter {
     /// to a file descriptor (io_uring, or a socket used by the kernel on
     /// the process's behalf): not captured.
     Unattributed = 6,
+    /// HTTP/1 message bodies left out of a record: the head was captured,
+    /// and the body only counted (its framing is the `Content-Length`).
+    BodiesSkipped = 7,
 }
 
-pub const COUNTER_SLOTS: u32 = 7;
+pub const COUNTER_SLOTS: u32 = 8;
 
 #[cfg(feature = "user")]
 mod pod {
