@@ -1,9 +1,10 @@
 //! Keeps only the head of an HTTP/1 message whose `Content-Length` body
 //! fills the rest of the syscall. User space reads the head and needs the
 //! body only for its length, which the record's `size` already gives; the
-//! body bytes otherwise cross the ring for nothing, and on a static-file
-//! server that traffic (cache misses on both sides) was a sixth of kspan's
-//! CPU per span.
+//! body bytes otherwise cross the ring for nothing. The scan costs ~0.2 us
+//! per message: about what user space saves at 1 KiB bodies, less than it
+//! saves at 4 KiB, and the ring holds several times the messages before it
+//! overflows.
 //!
 //! Anything the scan is not sure about is captured whole, as before:
 //! chunked or otherwise encoded bodies (their framing is in the body),
