@@ -26,24 +26,15 @@ fn peer(mode: &str, port: u16) -> Command {
     cmd
 }
 
-fn events(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
 fn of_pid<'a>(events: &'a [Value], pid: u32, kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["pid"] == pid && e["type"] == kind).collect()
-}
-
-fn payload(e: &Value) -> Vec<u8> {
-    let hex = e["payload_hex"].as_str().unwrap_or_default();
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
 }
 
 /// Waits until both connections of `pids` were closed in the events log.
 fn wait_closed(path: &std::path::Path, pids: &[u32]) -> Vec<Value> {
     let mut last = Vec::new();
     let done = wait_until(WAIT, POLL, || {
-        last = events(path);
+        last = events_log(path);
         pids.iter().all(|pid| !of_pid(&last, *pid, "close").is_empty())
     });
     assert!(done, "no close events for {pids:?}; events: {last:#?}");
@@ -117,15 +108,15 @@ fn captures_exact_bytes_directions_and_tuples() {
     for (got, want) in summary.iter().zip(want) {
         assert_eq!((got.0.as_str(), got.1.as_str(), got.2), want, "client syscalls: {summary:?}");
     }
-    assert_eq!(payload(data[0]), b"hello-1");
-    assert_eq!(payload(data[1]), b"reply-1");
-    let big_capture = payload(data[2]);
+    assert_eq!(record_payload(data[0]), b"hello-1");
+    assert_eq!(record_payload(data[1]), b"reply-1");
+    let big_capture = record_payload(data[2]);
     assert_eq!(big_capture.len(), 4096, "default capture size");
     assert_eq!(big_capture, big()[..4096]);
     assert_eq!(data[2]["truncated"], true);
-    assert_eq!(payload(data[3]), b"abcdefghij", "writev iovecs joined in order");
+    assert_eq!(record_payload(data[3]), b"abcdefghij", "writev iovecs joined in order");
     assert_eq!(data[3]["truncated"], false);
-    assert_eq!(payload(data[4]), b"bye");
+    assert_eq!(record_payload(data[4]), b"bye");
     for e in &data {
         assert_eq!(e["tid"], client_pid, "single-threaded client");
         assert_eq!(e["conn_id"], open["conn_id"]);
@@ -140,8 +131,8 @@ fn captures_exact_bytes_directions_and_tuples() {
     assert_eq!(ingress, 7 + 10000 + 10);
     let egress: Vec<_> = sdata.iter().filter(|e| e["direction"] == "egress").collect();
     assert_eq!(egress.len(), 2);
-    assert_eq!(payload(egress[0]), b"reply-1");
-    assert_eq!((egress[1]["call"].as_str(), payload(egress[1])), (Some("sendmsg"), b"bye".to_vec()));
+    assert_eq!(record_payload(egress[0]), b"reply-1");
+    assert_eq!((egress[1]["call"].as_str(), record_payload(egress[1])), (Some("sendmsg"), b"bye".to_vec()));
     let exit = kspan.stop().unwrap();
     assert!(exit.clean(), "kspan exit: {}", exit.log());
 }
@@ -180,7 +171,7 @@ fn resolves_connections_opened_before_kspan() {
         }
     }
     let first = of_pid(&all, client_pid, "data");
-    assert_eq!(payload(first[0]), b"hello-1", "capture starts with the first call after kspan: {first:#?}");
+    assert_eq!(record_payload(first[0]), b"hello-1", "capture starts with the first call after kspan: {first:#?}");
     drop(kspan);
 }
 
@@ -209,7 +200,7 @@ fn files_and_pipes_are_not_captured() {
     let all = wait_closed(&log, &[pid]);
     let data = of_pid(&all, pid, "data");
     assert_eq!(data.len(), 1, "only the socket write is captured: {data:#?}");
-    assert_eq!(payload(data[0]), b"SOCKET-BYTES");
+    assert_eq!(record_payload(data[0]), b"SOCKET-BYTES");
     drop(kspan);
 }
 

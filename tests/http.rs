@@ -366,7 +366,7 @@ fn content_length_bodies_are_counted_not_captured() {
     let heads = |bytes: &[u8]| bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
     let mut trimmed = Vec::new();
     for r in &records {
-        let captured = hex_payload(r);
+        let captured = record_payload(r);
         let size = r["size"].as_u64().unwrap() as usize;
         let first_line = String::from_utf8_lossy(&captured[..captured.len().min(24)]).into_owned();
         if r["truncated"] == true {
@@ -388,17 +388,9 @@ fn content_length_bodies_are_counted_not_captured() {
     drop(kspan);
 }
 
-/// The server's data records from the events log, once its connection closed.
+/// The data records of `pid` from the events log, once its connection closed.
 fn wait_for_close(log: &std::path::Path, pid: u32) -> Vec<serde_json::Value> {
-    let read = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(log).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-    };
-    let closed = wait_until(WAIT, POLL, || read().iter().any(|e| e["pid"] == pid && e["type"] == "close"));
+    let closed = wait_until(WAIT, POLL, || events_log(log).iter().any(|e| e["pid"] == pid && e["type"] == "close"));
     assert!(closed, "no close record for the server ({pid})");
-    read().into_iter().filter(|e| e["pid"] == pid && e["type"] == "data").collect()
-}
-
-fn hex_payload(e: &serde_json::Value) -> Vec<u8> {
-    let hex = e["payload_hex"].as_str().unwrap_or_default();
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    events_log(log).into_iter().filter(|e| e["pid"] == pid && e["type"] == "data").collect()
 }

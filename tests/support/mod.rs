@@ -424,6 +424,18 @@ fn terminate(child: &mut Child, grace: Duration) -> (Option<ExitStatus>, bool) {
     (child.wait().ok(), true)
 }
 
+/// The records of a `--events-log` file written so far (one JSON object
+/// per line; a line still being written is skipped).
+pub fn events_log(path: &Path) -> Vec<Value> {
+    fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The captured bytes of an events-log data record.
+pub fn record_payload(record: &Value) -> Vec<u8> {
+    let hex = record["payload_hex"].as_str().unwrap_or_default();
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+}
+
 mod kspan;
 mod receiver;
 mod server;
