@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use kspan_common::{Call, Counter, Role};
+use kspan_common::{Call, Role};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
@@ -381,15 +381,7 @@ impl Agent {
 
     fn log_metrics(&mut self) {
         let kernel = self.capture.counters().unwrap_or_default();
-        self.metrics.log(
-            kernel[Counter::RingbufDropped as usize] + kernel[Counter::ControlDropped as usize],
-            kernel[Counter::SocketCalls as usize],
-            kernel[Counter::Unattributed as usize],
-            kernel[Counter::BodiesSkipped as usize],
-            &self.conns.stats,
-            self.conns.len(),
-            self.streams.len(),
-        );
+        self.metrics.log(&kernel, &self.conns.stats, self.conns.len(), self.streams.len());
     }
 }
 

@@ -6,6 +6,8 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
+use kspan_common::{COUNTER_SLOTS, Counter as KernelCounter};
+
 use crate::export::ExportMetrics;
 
 #[derive(Default)]
@@ -47,24 +49,23 @@ impl Metrics {
     }
 
     /// One structured line with every counter.
+    /// `kernel`: the eBPF programs' counters, indexed by `kspan_common::Counter`.
     pub fn log(
         &self,
-        kernel_dropped: u64,
-        socket_calls: u64,
-        unattributed: u64,
-        bodies_skipped: u64,
+        kernel: &[u64; COUNTER_SLOTS as usize],
         conns: &crate::conntrack::ConnStats,
         connections: usize,
         streams: usize,
     ) {
+        let k = |c: KernelCounter| kernel[c as usize];
         let e = &self.export;
         tracing::info!(
             events = self.events.get(),
-            events_dropped_ringbuf = kernel_dropped,
-            socket_calls,
-            socket_io_unattributed = unattributed,
+            events_dropped_ringbuf = k(KernelCounter::RingbufDropped) + k(KernelCounter::ControlDropped),
+            socket_calls = k(KernelCounter::SocketCalls),
+            socket_io_unattributed = k(KernelCounter::Unattributed),
             bytes_captured = self.bytes_captured.get(),
-            http1_bodies_skipped = bodies_skipped,
+            http1_bodies_skipped = k(KernelCounter::BodiesSkipped),
             decode_errors = self.decode_errors.get(),
             data_without_connection = self.data_without_connection.get(),
             connections_opened = conns.opened,
