@@ -200,8 +200,15 @@ fn head_split_across_reads_keeps_the_callers_trace() {
     );
     let out = Hosts::exec(&hosts.b, &python().to_string_lossy()).args(["-c", &client]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(r#"61>{"id": "61"}"#), "{out:?}");
+    // A's server span ends after its client span, and may come in a later
+    // export batch: wait for all three.
+    let of = |s: &ReceivedSpan, kind: &str, pid: u32| s.kind == kind && s.resource_i64("process.pid") == Some(i64::from(pid));
     let spans = receiver
-        .wait_for(WAIT, |s| s.iter().filter(|s| s.attr_str("url.path") == Some("/users/61")).count() >= 2)
+        .wait_for(WAIT, |s| {
+            [("SERVER", a.pid()), ("CLIENT", a.pid()), ("SERVER", b.pid())]
+                .iter()
+                .all(|(kind, pid)| s.iter().any(|span| of(span, kind, *pid)))
+        })
         .unwrap_or_else(|e| panic!("{e}\nkspan A:\n{}\nkspan B:\n{}", ka.log(), kb.log()));
     let (a_server, a_client, b_server) = (by(&spans, "SERVER", a.pid()), by(&spans, "CLIENT", a.pid()), by(&spans, "SERVER", b.pid()));
     assert_eq!((a_server.trace_id.as_str(), a_server.parent_span_id.as_str()), (trace, parent), "A continues its caller");
