@@ -319,13 +319,15 @@ fn content_length_bodies_are_counted_not_captured() {
     }
     let receiver = Receiver::start().expect("receiver");
     let port = free_port();
+    let dir = TempDir::new().unwrap();
     let peer = |mode: &str| {
         let mut cmd = Command::new(python());
         cmd.arg(repo_root().join("tests/peers/http_bodies.py")).arg(mode).arg(port.to_string());
         cmd
     };
-    let server = Server::spawn(peer("server"), port).expect("peer server");
-    let dir = TempDir::new().unwrap();
+    let mut server_cmd = peer("server");
+    server_cmd.arg(dir.path());
+    let server = Server::spawn(server_cmd, port).expect("peer server");
     let log = dir.join("events.jsonl");
     let kspan = Kspan::start(
         &["--open-ports", &port.to_string(), "--events-log", log.to_str().unwrap()],
@@ -340,12 +342,19 @@ fn content_length_bodies_are_counted_not_captured() {
     assert!(status.success(), "client: {status}");
 
     let server_span = |s: &ReceivedSpan, name: &str| s.kind == "SERVER" && s.name == name;
-    let names = ["GET /cl", "GET /ows", "GET /chunked", "GET /long-head", "GET /p1", "GET /p2", "HEAD /cl", "POST /upload"];
+    let gathered = ["iov", "iov-split", "iov-chunked", "iov-big"];
+    let names = ["GET /cl", "GET /ows", "GET /chunked", "GET /long-head", "GET /p1", "GET /p2", "HEAD /cl", "POST /upload"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(gathered.iter().map(|case| format!("GET /{case}")))
+        .collect::<Vec<_>>();
     let spans = receiver
         .wait_for(WAIT, |spans| names.iter().all(|n| spans.iter().any(|s| server_span(s, n))))
         .unwrap_or_else(|err| panic!("a server span per request ({err}); got {:#?}", receiver.spans()));
     let span = |name: &str| spans.iter().find(|s| server_span(s, name)).unwrap();
-    for (name, size) in [("GET /cl", 2000), ("GET /ows", 1500), ("GET /chunked", 1200), ("GET /long-head", 1000)] {
+    let sizes = [("GET /cl", 2000), ("GET /ows", 1500), ("GET /chunked", 1200), ("GET /long-head", 1000)];
+    let gathered_sizes = [("GET /iov", 1800), ("GET /iov-split", 1800), ("GET /iov-chunked", 1200), ("GET /iov-big", 3000)];
+    for (name, size) in sizes.into_iter().chain(gathered_sizes) {
         assert_eq!(span(name).attr_i64("http.response.status_code"), Some(200), "{name}");
         assert_eq!(span(name).attr_i64("http.response.body.size"), Some(size), "{name}: {:?}", span(name));
     }
@@ -365,26 +374,48 @@ fn content_length_bodies_are_counted_not_captured() {
     let records = wait_for_close(&log, server.pid());
     let heads = |bytes: &[u8]| bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
     let mut trimmed = Vec::new();
+    let mut gathered_seen = Vec::new();
     for r in &records {
         let captured = record_payload(r);
         let size = r["size"].as_u64().unwrap() as usize;
         let first_line = String::from_utf8_lossy(&captured[..captured.len().min(24)]).into_owned();
+        // An answer written from several buffers names its case.
+        let case = gathered.iter().find(|case| {
+            let header = format!("\r\nX-Case: {case}\r\n");
+            captured.windows(header.len()).any(|w| w == header.as_bytes())
+        });
+        if let Some(case) = case {
+            gathered_seen.push(*case);
+        }
         if r["truncated"] == true {
             assert_eq!(Some(captured.len()), heads(&captured), "a head and nothing more: {first_line:?}");
             assert!(size > captured.len());
             trimmed.push(first_line);
         } else {
             assert_eq!(captured.len(), size, "captured whole: {first_line:?}");
+            // Copied in two goes (head first, then the rest): byte for byte
+            // what the server sent.
+            if let Some(case) = case {
+                let sent = std::fs::read(dir.join(format!("{case}.bin"))).expect("the peer saved its answer");
+                assert!(captured == sent, "{case}: captured bytes differ from those sent");
+            }
         }
     }
+    gathered_seen.sort();
+    assert_eq!(gathered_seen, ["iov", "iov-big", "iov-chunked", "iov-split"], "one record per gathered answer");
     trimmed.sort();
     // The scan needs bpf_loop, which only the socket path may assume.
     let expected: &[&str] = if kspan.log().contains("capturing on socket tracepoints") {
-        &["HTTP/1.1 200 OK\r\nContent", "HTTP/1.1 200 OK\r\ncontent", "POST /upload HTTP/1.1\r\nH"]
+        &[
+            "HTTP/1.1 200 OK\r\nContent",
+            "HTTP/1.1 200 OK\r\nX-Case:",
+            "HTTP/1.1 200 OK\r\ncontent",
+            "POST /upload HTTP/1.1\r\nH",
+        ]
     } else {
         &[]
     };
-    assert_eq!(trimmed, expected, "head-only records: the /cl and /ows answers, the upload");
+    assert_eq!(trimmed, expected, "head-only records: the /cl, /iov and /ows answers, the upload");
     drop(kspan);
 }
 

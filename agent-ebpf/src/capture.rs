@@ -74,13 +74,24 @@ struct IovWalk {
     scratch: *mut DataScratch,
     iov: u64,
     iovcnt: u64,
+    /// Bytes of the syscall not yet walked past.
     left: u64,
+    /// Stream offset walked past so far.
+    pos: u64,
+    /// Copying starts at this stream offset (bytes before it are already in
+    /// the payload) ...
+    from: u32,
+    /// ... and stops at this one.
     cap: u32,
+    /// Payload filled up to here.
     captured: u32,
     failed: u32,
+    /// Stop after the first iovec that had bytes to copy.
+    first_only: u32,
 }
 
-/// `bpf_loop` callback: copies iovec `index`; 1 stops the walk.
+/// `bpf_loop` callback: copies what iovec `index` holds of the range being
+/// copied; 1 stops the walk.
 extern "C" fn copy_one_iovec(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     // SAFETY: bpf_loop passes back the pointer given to it: an IovWalk.
     let w = unsafe { &mut *(ctx as *mut IovWalk) };
@@ -94,22 +105,41 @@ extern "C" fn copy_one_iovec(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     };
     let len = if vec[1] < w.left { vec[1] } else { w.left };
     w.left -= len;
+    let start = w.pos;
+    w.pos += len;
+    if w.pos <= w.from as u64 {
+        return 0;
+    }
+    // Part of this iovec may lie before the range.
+    let skip = if start < w.from as u64 { w.from as u64 - start } else { 0 };
     let room = (w.cap - w.captured) as u64;
-    let take = if len < room { len } else { room } as u32;
-    if take > 0 && !copy_user(w.scratch, w.captured, vec[0], take) {
+    let rest = len - skip;
+    let take = if rest < room { rest } else { room } as u32;
+    if take > 0 && !copy_user(w.scratch, w.captured, vec[0] + skip, take) {
         w.failed = 1;
         return 1;
     }
     w.captured += take;
-    0
+    if w.first_only != 0 { 1 } else { 0 }
 }
 
 /// Like `copy_iovecs`, through `bpf_loop` (Linux >= 5.17, so only on the
 /// socket capture path): as many iovecs as a syscall may pass, for the cost
-/// of verifying one.
+/// of verifying one. Copies the syscall's bytes `from..cap` (and no further
+/// than the `total` it moved) to the same offsets of the payload; returns
+/// the offset the payload is filled to.
 #[inline(always)]
-fn copy_iovecs_loop(scratch: *mut DataScratch, iov: u64, iovcnt: u64, total: u64, cap: u32) -> u32 {
-    let mut walk = IovWalk { scratch, iov, iovcnt, left: total, cap, captured: 0, failed: 0 };
+fn copy_iovecs_loop(
+    scratch: *mut DataScratch,
+    iov: u64,
+    iovcnt: u64,
+    total: u64,
+    from: u32,
+    cap: u32,
+    first_only: bool,
+) -> u32 {
+    let first_only = first_only as u32;
+    let mut walk = IovWalk { scratch, iov, iovcnt, left: total, pos: 0, from, cap, captured: from, failed: 0, first_only };
     // SAFETY: a helper call with a static callback and our stack struct.
     unsafe { generated::bpf_loop(MAX_LOOP_IOVECS, copy_one_iovec as *mut _, (&raw mut walk).cast(), 0) };
     if walk.failed != 0 {
@@ -164,15 +194,9 @@ pub fn emit<const LOOP: bool>(
         }
         return;
     }
-    let walk = |scratch, iov, iovcnt| {
-        if LOOP {
-            copy_iovecs_loop(scratch, iov, iovcnt, ret, cap)
-        } else {
-            copy_iovecs::<{ MAX_IOVECS as u64 }>(scratch, iov, iovcnt, ret, cap)
-        }
-    };
-    let captured = if call == Call::Readv as u8 || call == Call::Writev as u8 {
-        walk(scratch, pending.ptr, pending.count)
+    // Where the bytes are: an iovec array, or one buffer.
+    let (iov, iovcnt) = if call == Call::Readv as u8 || call == Call::Writev as u8 {
+        (Some(pending.ptr), pending.count)
     } else if call == Call::Sendmsg as u8 || call == Call::Recvmsg as u8 {
         let (Ok(iov), Ok(iovlen)) = (unsafe {
             (
@@ -183,13 +207,43 @@ pub fn emit<const LOOP: bool>(
             count(Counter::ReadErrors);
             return;
         };
-        walk(scratch, iov, iovlen)
+        (Some(iov), iovlen)
     } else {
-        let take = if ret < cap as u64 { ret as u32 } else { cap };
-        if copy_user(scratch, 0, pending.ptr, take) { take } else { 0 }
+        (None, 0)
     };
-    // The scan needs bpf_loop, which the socket path's kernels all have.
-    let captured = if LOOP { headonly::kept(scratch, captured, ret) } else { captured };
+    // Copies the syscall's bytes `from..to` to the same payload offsets, or
+    // (`first_only`) as far as the first buffer holding any of them goes;
+    // returns the offset the payload is filled to.
+    let copy = |from: u32, to: u32, first_only: bool| -> u32 {
+        match iov {
+            Some(iov) if LOOP => copy_iovecs_loop(scratch, iov, iovcnt, ret, from, to, first_only),
+            // The syscall path always copies from 0.
+            Some(iov) => copy_iovecs::<{ MAX_IOVECS as u64 }>(scratch, iov, iovcnt, ret, to),
+            None => {
+                let end = if ret < to as u64 { ret as u32 } else { to };
+                if end > from && copy_user(scratch, from, pending.ptr + from as u64, end - from) { end } else { from }
+            }
+        }
+    };
+    if !LOOP {
+        // The head scan needs bpf_loop, which only the socket path's
+        // kernels are sure to have.
+        submit(scratch, pending, tgid, tid, ret, copy(0, cap, false), exit_ns, direction);
+        return;
+    }
+    // The head first, from the first buffer alone: a server writing its
+    // head and body from two buffers (nginx) then never has the body copied
+    // when the scan can vouch that it is all body. Each copy is a helper
+    // call that costs more than the bytes it moves, so the calls saved count
+    // more than the bytes. A head split over several buffers is captured
+    // whole, as is anything the scan is unsure of.
+    let whole = if ret < cap as u64 { ret as u32 } else { cap };
+    let mut captured = copy(0, headonly::prefix(cap, ret), true);
+    match headonly::head_of_whole_body(scratch, captured, ret) {
+        Some(head) => captured = head,
+        None if captured < whole => captured = copy(captured, cap, false),
+        None => {}
+    }
     submit(scratch, pending, tgid, tid, ret, captured, exit_ns, direction);
 }
 

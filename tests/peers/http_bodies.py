@@ -2,7 +2,11 @@
 test knows exactly which syscall carries which bytes: the cases where kspan
 may capture a head alone (one message, Content-Length body) and the ones
 where it must capture everything (chunked, pipelined, HEAD, long heads).
-Usage: http_bodies.py server PORT | client PORT"""
+Some answers are gathered from several buffers (sendmsg), as servers that
+keep head and body apart write them; the server saves each of those as
+DIR/<case>.bin so a test can compare what was captured byte for byte.
+Usage: http_bodies.py server PORT DIR | client PORT"""
+import os
 import socket
 import sys
 
@@ -29,6 +33,36 @@ RESPONSES = {
     b"/long-head": b"HTTP/1.1 200 OK\r\nX-Pad: " + LONG_PAD + b"\r\nContent-Length: 1000\r\n\r\n" + body(1000, 5),
     b"/upload": b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
 }
+
+def gathered(case, parts):
+    """An answer written from several buffers: its case names it."""
+    parts[0] = parts[0].replace(b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nX-Case: " + case + b"\r\n", 1)
+    return parts
+
+
+def split_at(message, *cuts):
+    return [message[a:b] for a, b in zip((0,) + cuts, cuts + (len(message),))]
+
+
+CHUNKED_PARTS = [body(700, 11), body(500, 12)]
+BIG_CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked([body(1500, 13), body(1500, 14)])
+# path -> the buffers of one sendmsg.
+GATHERED = {
+    # Head and body apart (nginx): the body need not be copied at all.
+    b"/iov": gathered(b"iov", [b"HTTP/1.1 200 OK\r\nContent-Length: 1800\r\n\r\n", body(1800, 9)]),
+    # The head split over two buffers: captured whole.
+    b"/iov-split": gathered(b"iov-split", [b"HTTP/1.1 200 OK\r\n", b"Content-Length: 1800\r\n\r\n" + body(1800, 10)]),
+    # Chunk framing in buffers of its own.
+    b"/iov-chunked": gathered(
+        b"iov-chunked",
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"]
+        + [piece for part in CHUNKED_PARTS for piece in (b"%x\r\n" % len(part), part, b"\r\n")]
+        + [b"0\r\n\r\n"],
+    ),
+    # A first buffer longer than the head scan reads.
+    b"/iov-big": gathered(b"iov-big", split_at(BIG_CHUNKED, 2600)),
+}
+
 # Answered together, in one write, to two requests that came in one write.
 PIPELINED = (
     b"HTTP/1.1 200 OK\r\nContent-Length: 600\r\n\r\n" + body(600, 6)
@@ -57,7 +91,10 @@ def heads_and_bodies(buf):
     return out, buf
 
 
-def server(port):
+def server(port, save_dir):
+    for path, parts in GATHERED.items():
+        with open(os.path.join(save_dir, path[1:].decode() + ".bin"), "wb") as out:
+            out.write(b"".join(parts))
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
@@ -76,6 +113,10 @@ def server(port):
         for method, path, req_body in requests:
             if method == b"HEAD":
                 conn.sendall(HEAD_RESPONSE)
+            elif path in GATHERED:
+                parts = GATHERED[path]
+                sent = conn.sendmsg(parts)
+                assert sent == sum(map(len, parts)), "one sendmsg sends it all on loopback"
             elif path == b"/upload":
                 assert req_body == body(3000, 8), "upload body"
                 conn.sendall(RESPONSES[path])
@@ -120,6 +161,11 @@ def client(port):
         assert not rest
         want = RESPONSES[path].split(b"\r\n\r\n", 1)[1]
         assert got == want, path
+    for path, parts in GATHERED.items():
+        sock.sendall(b"GET " + path + b" HTTP/1.1\r\n" + host + b"\r\n")
+        head, got, rest = read_response(sock, b"")
+        assert not rest
+        assert head + b"\r\n\r\n" + got == b"".join(parts), path
     sock.sendall(b"GET /p1 HTTP/1.1\r\n" + host + b"\r\nGET /p2 HTTP/1.1\r\n" + host + b"\r\n")
     _, first, rest = read_response(sock, b"")
     _, second, rest = read_response(sock, rest)
@@ -134,4 +180,7 @@ def client(port):
 
 
 if __name__ == "__main__":
-    {"server": server, "client": client}[sys.argv[1]](int(sys.argv[2]))
+    if sys.argv[1] == "server":
+        server(int(sys.argv[2]), sys.argv[3])
+    else:
+        client(int(sys.argv[2]))
