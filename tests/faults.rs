@@ -46,20 +46,48 @@ fn python_app(port: u16) -> Server {
     Server::spawn(cmd, port).expect("python app")
 }
 
+/// An empty network namespace, deleted on drop.
+struct EmptyNetns(String);
+
+impl EmptyNetns {
+    fn create() -> Self {
+        let name = format!("ksf{}", std::process::id());
+        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("ip runs");
+        assert!(status.success(), "ip netns add {name}");
+        Self(name)
+    }
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for EmptyNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
 #[test]
 fn restarts_after_sigkill() {
-    if !prerequisites() {
+    if !prerequisites() || require_cmd("ip").is_none() {
         return;
     }
+    // Propagation attaches at the cgroup root, so it is what a SIGKILL could
+    // leave behind. Confined to an empty namespace: on the host it would
+    // enrol the connections of tests running beside this one, and a killed
+    // kspan drops what its sockets had received but not yet handed over
+    // (see the README's propagation notes).
+    let netns = EmptyNetns::create();
+    let args = ["--propagate", "headers", "--netns", &netns.path(), "--print", "none"];
     for _ in 0..2 {
-        let kspan = Kspan::start(&["--propagate", "headers", "--pid", "1", "--print", "none"], &[]).expect("kspan starts");
+        let kspan = Kspan::start(&args, &[]).expect("kspan starts");
         // SAFETY: signalling our own child.
         unsafe { libc::kill(kspan.pid() as i32, libc::SIGKILL) };
         let exit = kspan.stop().unwrap();
         assert!(!exit.clean());
     }
     // Nothing left behind blocks a normal start.
-    let kspan = Kspan::start(&["--propagate", "headers", "--pid", "1", "--print", "none"], &[]).expect("kspan starts after SIGKILL");
+    let kspan = Kspan::start(&args, &[]).expect("kspan starts after SIGKILL");
     let exit = kspan.stop().unwrap();
     assert!(exit.clean(), "{}", exit.log());
 }
