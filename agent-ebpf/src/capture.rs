@@ -237,13 +237,18 @@ pub fn emit<const LOOP: bool>(
     // call that costs more than the bytes it moves, so the calls saved count
     // more than the bytes. A head split over several buffers is captured
     // whole, as is anything the scan is unsure of.
-    let whole = if ret < cap as u64 { ret as u32 } else { cap };
-    let mut captured = copy(0, headonly::prefix(cap, ret), true);
-    match headonly::head_of_whole_body(scratch, captured, ret) {
-        Some(head) => captured = head,
-        None if captured < whole => captured = copy(captured, cap, false),
-        None => {}
-    }
+    let captured = match headonly::prefix(cap, ret) {
+        None => copy(0, cap, false),
+        Some(prefix) => {
+            let first = copy(0, prefix, true);
+            let whole = if ret < cap as u64 { ret as u32 } else { cap };
+            match headonly::head_of_whole_body(scratch, first, ret) {
+                Some(head) => head,
+                None if first < whole => copy(first, cap, false),
+                None => first,
+            }
+        }
+    };
     submit(scratch, pending, tgid, tid, ret, captured, exit_ns, direction);
 }
 

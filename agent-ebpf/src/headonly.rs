@@ -283,11 +283,15 @@ fn cursor_last_lf(s: &Scan) -> u32 {
     unsafe { core::ptr::read_volatile(&raw const (*s.cursor).last_lf) }
 }
 
-/// How much of a `size`-byte syscall to copy before the scan: what it
-/// can scan, when it runs.
+/// How much of a `size`-byte syscall to copy before the scan: what it can
+/// scan. None: the scan does not run, so everything is copied at once.
 #[inline(always)]
-pub fn prefix(cap: u32, size: u64) -> u32 {
-    if size < MIN_SIZE || cap <= MAX_HEAD { cap } else { MAX_HEAD }
+pub fn prefix(cap: u32, size: u64) -> Option<u32> {
+    if size < MIN_SIZE {
+        None
+    } else {
+        Some(if cap <= MAX_HEAD { cap } else { MAX_HEAD })
+    }
 }
 
 /// The head's length, when the `captured` bytes in `scratch` of a syscall
