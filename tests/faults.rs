@@ -46,27 +46,6 @@ fn python_app(port: u16) -> Server {
     Server::spawn(cmd, port).expect("python app")
 }
 
-/// An empty network namespace, deleted on drop.
-struct EmptyNetns(String);
-
-impl EmptyNetns {
-    fn create() -> Self {
-        let name = format!("ksf{}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("ip runs");
-        assert!(status.success(), "ip netns add {name}");
-        Self(name)
-    }
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-}
-
-impl Drop for EmptyNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 fn restarts_after_sigkill() {
     if !prerequisites() || require_cmd("ip").is_none() {
@@ -77,7 +56,7 @@ fn restarts_after_sigkill() {
     // enrol the connections of tests running beside this one, and a killed
     // kspan drops what its sockets had received but not yet handed over
     // (see the README's propagation notes).
-    let netns = EmptyNetns::create();
+    let netns = Netns::create(format!("ksf{}", std::process::id())).expect("an empty network namespace");
     let args = ["--propagate", "headers", "--netns", &netns.path(), "--print", "none"];
     for _ in 0..2 {
         let kspan = Kspan::start(&args, &[]).expect("kspan starts");

@@ -21,51 +21,25 @@ const A_ADDR: &str = "192.0.2.1";
 
 /// A pair of namespaces with a veth between them, removed on drop.
 struct Hosts {
-    a: String,
-    b: String,
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output()?;
-    anyhow::ensure!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
+    a: Netns,
+    b: Netns,
 }
 
 impl Hosts {
     fn create() -> anyhow::Result<Self> {
         static N: AtomicU32 = AtomicU32::new(0);
         let id = format!("{}{}", std::process::id() % 100000, N.fetch_add(1, Ordering::Relaxed));
-        let hosts = Self { a: format!("ksa{id}"), b: format!("ksb{id}") };
+        let hosts = Self { a: Netns::create(format!("ksa{id}"))?, b: Netns::create(format!("ksb{id}"))? };
         let (va, vb) = (format!("va{id}"), format!("vb{id}"));
-        ip(&["netns", "add", &hosts.a])?;
-        ip(&["netns", "add", &hosts.b])?;
         ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])?;
-        ip(&["link", "set", &va, "netns", &hosts.a])?;
-        ip(&["link", "set", &vb, "netns", &hosts.b])?;
+        ip(&["link", "set", &va, "netns", hosts.a.name()])?;
+        ip(&["link", "set", &vb, "netns", hosts.b.name()])?;
         for (ns, dev, addr) in [(&hosts.a, &va, A_ADDR), (&hosts.b, &vb, B_ADDR)] {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev])?;
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns.name(), "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+            ip(&["-n", ns.name(), "link", "set", dev, "up"])?;
+            ip(&["-n", ns.name(), "link", "set", "lo", "up"])?;
         }
         Ok(hosts)
-    }
-
-    fn path(ns: &str) -> String {
-        format!("/var/run/netns/{ns}")
-    }
-
-    /// `cmd` run inside namespace `ns`.
-    fn exec(ns: &str, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, program]);
-        cmd
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        let _ = ip(&["netns", "del", &self.a]);
-        let _ = ip(&["netns", "del", &self.b]);
     }
 }
 
@@ -75,14 +49,14 @@ fn prerequisites() -> bool {
 
 /// A listening server inside a namespace: waits by polling that
 /// namespace's TCP table (the port is not reachable from here).
-fn spawn_in(ns: &str, args: &[String], port: u16) -> Server {
-    let mut cmd = Hosts::exec(ns, &python().to_string_lossy());
+fn spawn_in(ns: &Netns, args: &[String], port: u16) -> Server {
+    let mut cmd = ns.exec(&python().to_string_lossy());
     cmd.args(args).env("BIND", "0.0.0.0");
-    Server::spawn(cmd, port).unwrap_or_else(|e| panic!("server in {ns}: {e}"))
+    Server::spawn(cmd, port).unwrap_or_else(|e| panic!("server in {}: {e}", ns.name()))
 }
 
-fn kspan_on(ns: &str, receiver: &Receiver, propagate: bool) -> Kspan {
-    let netns = Hosts::path(ns);
+fn kspan_on(ns: &Netns, receiver: &Receiver, propagate: bool) -> Kspan {
+    let netns = ns.path();
     let mut args = vec!["--netns", &netns];
     if propagate {
         args.extend(["--propagate", "headers"]);
@@ -102,13 +76,13 @@ fn kspan_on(ns: &str, receiver: &Receiver, propagate: bool) -> Kspan {
 fn nginx_on_a(hosts: &Hosts, dir: &TempDir, upstream: &str, server: &str) -> Server {
     let conf = dir.join("nginx.conf");
     std::fs::write(&conf, nginx_config(dir.path(), upstream, server)).unwrap();
-    let mut nginx = Hosts::exec(&hosts.a, "nginx");
+    let mut nginx = hosts.a.exec("nginx");
     nginx.arg("-c").arg(&conf);
     Server::spawn(nginx, 8081).expect("nginx on host A")
 }
 
-fn curl_in(ns: &str, args: &[&str]) -> String {
-    let out = Hosts::exec(ns, "curl").args(["-sS", "--max-time", "10"]).args(args).output().unwrap();
+fn curl_in(ns: &Netns, args: &[&str]) -> String {
+    let out = ns.exec("curl").args(["-sS", "--max-time", "10"]).args(args).output().unwrap();
     assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -198,7 +172,7 @@ fn head_split_across_reads_keeps_the_callers_trace() {
          s.sendall(b'traceparent: 00-{trace}-{parent}-01\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n')\n\
          d=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nprint(d.decode())\n"
     );
-    let out = Hosts::exec(&hosts.b, &python().to_string_lossy()).args(["-c", &client]).output().unwrap();
+    let out = hosts.b.exec(&python().to_string_lossy()).args(["-c", &client]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(r#"61>{"id": "61"}"#), "{out:?}");
     // A's server span ends after its client span, and may come in a later
     // export batch: wait for all three.
@@ -308,7 +282,7 @@ fn injection_never_corrupts_requests() {
          s.sendall(b'GET /headers HTTP/1.1\\r\\nHost: p\\r\\n\\r\\nGET /headers HTTP/1.1\\r\\nHost: q\\r\\nConnection: close\\r\\n\\r\\n')\n\
          d=b''\nwhile True:\n  c=s.recv(65536)\n  if not c: break\n  d+=c\nprint(d.decode())\n"
     );
-    let out = Hosts::exec(&hosts.a, &python().to_string_lossy()).args(["-c", &raw]).output().unwrap();
+    let out = hosts.a.exec(&python().to_string_lossy()).args(["-c", &raw]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
     assert!(text.contains("\"Host\": \"p\"") && text.contains("\"Host\": \"q\""), "{text}");
@@ -337,7 +311,7 @@ fn injection_never_corrupts_requests() {
              if(++n<50)go();else{{console.log(Date.now()-t0);process.exit(0);}}}});}}).on('error',e=>{{console.error(e);process.exit(2);}});}}go();"
         );
         // Bounded: a stalled read would otherwise hang the test.
-        let mut node = Hosts::exec(&hosts.a, "timeout");
+        let mut node = hosts.a.exec("timeout");
         node.args(["30", "node", "-e", &script]);
         let mut child = node.stdout(Stdio::piped()).spawn().unwrap();
         let mut ms = String::new();

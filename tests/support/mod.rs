@@ -13,7 +13,8 @@
 //! * processes: [`Receiver`] (tests/otlp_receiver.py), [`Kspan`] (the agent),
 //!   [`Server`] (peer servers), all killed on Drop, all with logs in a
 //!   [`TempDir`] that their error messages quote;
-//! * polling: [`wait_until`], [`free_port`], [`wait_listening`], [`wait_connectable`].
+//! * polling: [`wait_until`], [`free_port`], [`wait_listening`], [`wait_connectable`];
+//! * namespaces: [`Netns`] (deleted on Drop), [`ip`].
 //!
 //! Synchronisation is always "poll a condition with a deadline", never a
 //! fixed sleep: fast machines stay fast and slow CI gets the full deadline.
@@ -437,9 +438,11 @@ pub fn record_payload(record: &Value) -> Vec<u8> {
 }
 
 mod kspan;
+mod netns;
 mod receiver;
 mod server;
 
 pub use kspan::*;
+pub use netns::*;
 pub use receiver::*;
 pub use server::*;
