@@ -5,9 +5,9 @@
 mod support;
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
-    process::Command,
+    process::{Child, ChildStdout, Command, Stdio},
     time::Duration,
 };
 
@@ -54,8 +54,7 @@ fn restarts_after_sigkill() {
     // Propagation attaches at the cgroup root, so it is what a SIGKILL could
     // leave behind. Confined to an empty namespace: on the host it would
     // enrol the connections of tests running beside this one, and a killed
-    // kspan drops what its sockets had received but not yet handed over
-    // (see the README's propagation notes).
+    // run's injection stays on for them until the next start.
     let netns = Netns::create(format!("ksf{}", std::process::id())).expect("an empty network namespace");
     let args = ["--propagate", "headers", "--netns", &netns.path(), "--print", "none"];
     for _ in 0..2 {
@@ -69,6 +68,93 @@ fn restarts_after_sigkill() {
     let kspan = Kspan::start(&args, &[]).expect("kspan starts after SIGKILL");
     let exit = kspan.stop().unwrap();
     assert!(exit.clean(), "{}", exit.log());
+}
+
+/// `tests/peers/unread_peer.py`: a connection of a network namespace holding
+/// bytes it has not read, read when told to.
+struct UnreadPeer {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl UnreadPeer {
+    const SIZE: usize = 60_000;
+
+    fn spawn(netns: &Netns) -> Self {
+        let mut child = netns
+            .exec(&python().display().to_string())
+            .arg(repo_root().join("tests/peers/unread_peer.py"))
+            .arg(Self::SIZE.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unread peer");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Self { child, out }
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim_end().to_owned()
+    }
+
+    /// Lets it read; its report.
+    fn read_now(mut self) -> String {
+        self.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        let done = self.line();
+        assert!(self.child.wait().unwrap().success(), "unread peer failed");
+        done
+    }
+}
+
+/// A propagating kspan's sockets hold what they received until it is read
+/// (the verdict this kernel needs): stopping kspan, even by SIGKILL, must
+/// neither lose those bytes nor leave injection running on the connections.
+#[test]
+fn stopping_keeps_what_enrolled_connections_have_not_read() {
+    if !prerequisites() || require_cmd("ip").is_none() {
+        return;
+    }
+    let netns = Netns::create(format!("ksu{}", std::process::id())).expect("a network namespace");
+    ip(&["-n", netns.name(), "link", "set", "lo", "up"]).unwrap();
+    let args = ["--propagate", "headers", "--netns", &netns.path(), "--print", "none"];
+    let mut runs = Vec::new();
+    for kill in [false, true] {
+        let kspan = Kspan::start(&args, &[]).expect("kspan starts");
+        runs.push(kspan.pid());
+        let mut peer = UnreadPeer::spawn(&netns);
+        let queued = peer.line();
+        assert!(queued.starts_with("queued before=1"), "no traceparent inserted while kspan ran: {queued}\n{}", kspan.log());
+        let successor = if kill {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(kspan.pid() as i32, libc::SIGKILL) };
+            assert!(!kspan.stop().unwrap().clean());
+            // Only the next start can turn the killed run's injection off.
+            let next = Kspan::start(&args, &[]).expect("kspan starts after SIGKILL");
+            runs.push(next.pid());
+            Some(next)
+        } else {
+            let exit = kspan.stop().unwrap();
+            assert!(exit.clean(), "{}", exit.log());
+            None
+        };
+        let done = peer.read_now();
+        let want = format!("done received={} intact=1 after=0", UnreadPeer::SIZE);
+        assert_eq!(done, want, "after kspan was {}", if kill { "killed" } else { "stopped" });
+        if let Some(next) = successor {
+            assert!(next.stop().unwrap().clean());
+        }
+    }
+    // Those connections have closed: a start unpins what the runs left.
+    let kspan = Kspan::start(&args, &[]).expect("kspan starts");
+    runs.push(kspan.pid());
+    assert!(kspan.stop().unwrap().clean());
+    let left: Vec<String> = std::fs::read_dir("/sys/fs/bpf/kspan/propagate")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let ours: Vec<&String> = left.iter().filter(|d| runs.iter().any(|p| d.starts_with(&format!("{p}-")))).collect();
+    assert!(ours.is_empty(), "pinned runs left behind: {ours:?}");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use aya_ebpf::{
     bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, sk_action},
     helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, generated},
     macros::{map, sk_msg, sock_ops, stream_verdict},
-    maps::{LruHashMap, SockHash},
+    maps::{Array, LruHashMap, SockHash},
     programs::{SkBuffContext, SkMsgContext, SockOpsContext},
 };
 use kspan_common::{Counter, EventKind, FILTER_ALLOW_LIST, InjectEvent};
@@ -26,6 +26,13 @@ const HEADER_LEN: usize = 70;
 
 #[map]
 pub static SOCK_HASH: SockHash<u64> = SockHash::with_max_entries(65536, 0);
+
+/// 1 while the kspan that loaded these programs runs. Where the sockhash is
+/// pinned so that enrolled sockets outlive kspan (see the agent's
+/// `capture/propagate.rs`), their sk_msg program is this one still: at 0 it
+/// passes every message through untouched.
+#[map]
+pub static INJECT_ON: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Per connection (by its 4-tuple hash): where the next message starts.
 #[map]
@@ -149,6 +156,9 @@ fn lose(key: u64) {
 }
 
 fn try_inject(ctx: &SkMsgContext) -> Result<(), i32> {
+    if INJECT_ON.get(0).copied() != Some(1) {
+        return Ok(());
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == setting(&KSPAN_SETTINGS.self_tgid)

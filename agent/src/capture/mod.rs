@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf, SockHash},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use kspan_common::{
@@ -73,7 +73,12 @@ pub enum CaptureError {
     #[error("no cgroup2 mount in /proc/self/mounts: --propagate headers needs one")]
     NoCgroup2,
     #[error("{0}: {1}")]
-    Netns(String, #[source] std::io::Error),
+    Io(String, #[source] std::io::Error),
+    #[error(
+        "--propagate headers: sockets in a sockhash misreport received bytes on this kernel ({0}); \
+         propagating would stall the applications' connections"
+    )]
+    SockmapReceive(String),
     #[error(
         "--capture-hook sockets needs the sock:sock_send_length, sock:sock_recv_length, \
          tcp:tcp_sendmsg_locked, tcp:tcp_receive_reset and tcp:tcp_destroy_sock tracepoints \
@@ -108,8 +113,8 @@ pub struct CaptureOptions {
 
 pub struct Capture {
     ebpf: Ebpf,
-    /// Kept alive while the injection programs are attached to it.
-    _sock_hash: Option<SockHash<MapData, u64>>,
+    /// Dropped after `ebpf`, once sock_ops is detached.
+    _propagation: Option<propagate::Propagation>,
 }
 
 impl Capture {
@@ -158,7 +163,7 @@ impl Capture {
             .map_max_entries("SCRATCH", possible_cpus())
             .load(EBPF_OBJECT)
             .map_err(CaptureError::Load)?;
-        let mut capture = Self { ebpf, _sock_hash: None };
+        let mut capture = Self { ebpf, _propagation: None };
         for port in &opts.ports {
             capture
                 .port_filter()?
@@ -179,7 +184,7 @@ impl Capture {
         }
         capture.attach("sock", "inet_sock_set_state")?;
         if opts.propagate {
-            capture._sock_hash = Some(propagate::attach(&mut capture.ebpf)?);
+            capture._propagation = Some(propagate::attach(&mut capture.ebpf)?);
         }
         Ok(capture)
     }
