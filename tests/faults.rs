@@ -157,6 +157,32 @@ fn stopping_keeps_what_enrolled_connections_have_not_read() {
     assert!(ours.is_empty(), "pinned runs left behind: {ours:?}");
 }
 
+/// Only traced processes' connections are enrolled for injection: the rest
+/// of the host keeps the kernel's ordinary socket path.
+#[test]
+fn untraced_processes_keep_their_connections_out_of_the_sockhash() {
+    if !prerequisites() || require_cmd("ip").is_none() {
+        return;
+    }
+    let netns = Netns::create(format!("ksn{}", std::process::id())).expect("a network namespace");
+    ip(&["-n", netns.name(), "link", "set", "lo", "up"]).unwrap();
+    // Tracing only pid 1: the peer is not traced.
+    let args = ["--propagate", "headers", "--netns", &netns.path(), "--pid", "1", "--print", "none"];
+    let kspan = Kspan::start(&args, &[]).expect("kspan starts");
+    let pid = kspan.pid();
+    let mut peer = UnreadPeer::spawn(&netns);
+    assert!(peer.line().starts_with("queued before=0"));
+    let exit = kspan.stop().unwrap();
+    assert!(exit.clean(), "{}", exit.log());
+    // An enrolled connection would have kept the run's sockhash pinned.
+    assert!(!exit.log().contains("enrolled connections keep their sockhash"), "{}", exit.log());
+    let pinned = std::fs::read_dir("/sys/fs/bpf/kspan/propagate")
+        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{pid}-"))))
+        .unwrap_or(false);
+    assert!(!pinned, "the untraced peer's connection was enrolled");
+    assert_eq!(peer.read_now(), format!("done received={} intact=1 after=0", UnreadPeer::SIZE));
+}
+
 #[test]
 fn ring_buffer_overflow_is_counted_and_spans_stay_correct() {
     if !prerequisites() {

@@ -9,7 +9,7 @@
 //! non-HTTP streams. In doubt, skip and count.
 
 use aya_ebpf::{
-    bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, sk_action},
+    bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, sk_action},
     helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, generated},
     macros::{map, sk_msg, sock_ops, stream_verdict},
     maps::{Array, LruHashMap, SockHash},
@@ -49,18 +49,64 @@ pub struct MsgState {
     pub _pad: [u8; 7],
 }
 
+/// Connections traced processes are opening, by socket cookie: noted in
+/// `TCP_CONNECT_CB`, which runs in connect()'s own context, and enrolled
+/// when established, which happens in softirq context where the current
+/// task is anyone's.
+#[map]
+pub static CONNECTING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// Enrols the outgoing connections of traced processes (never kspan's own):
+/// only they are injected into, and an enrolled socket's traffic takes the
+/// kernel's slower sockmap path.
+#[sock_ops]
+pub fn kspan_sockops_traced(ctx: SockOpsContext) -> u32 {
+    match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB if is_traced((bpf_get_current_pid_tgid() >> 32) as u32) => {
+            let _ = CONNECTING.insert(&cookie(&ctx), &1, 0);
+        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            let key = cookie(&ctx);
+            if unsafe { CONNECTING.get(&key) }.is_some() {
+                let _ = CONNECTING.remove(&key);
+                enrol(&ctx, key);
+            }
+        }
+        _ => {}
+    }
+    1
+}
+
+/// Enrols every outgoing connection: for kernels whose sock_ops programs
+/// cannot call `bpf_get_current_pid_tgid`.
 #[sock_ops]
 pub fn kspan_sockops(ctx: SockOpsContext) -> u32 {
     if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
-        let netns = setting_u64(&KSPAN_SETTINGS.propagate_netns_cookie);
-        // SAFETY: helper on the program's own context.
-        if netns == 0 || unsafe { generated::bpf_get_netns_cookie(ctx.ops.cast()) } == netns {
-            let mut key = unsafe { generated::bpf_get_socket_cookie(ctx.ops.cast()) };
-            // SAFETY: ctx.ops is the kernel's bpf_sock_ops for this call.
-            let _ = SOCK_HASH.update(&mut key, unsafe { &mut *ctx.ops }, 0);
-        }
+        enrol(&ctx, cookie(&ctx));
     }
     1
+}
+
+#[inline(always)]
+fn cookie(ctx: &SockOpsContext) -> u64 {
+    // SAFETY: helper on the program's own context.
+    unsafe { generated::bpf_get_socket_cookie(ctx.ops.cast()) }
+}
+
+#[inline(always)]
+fn enrol(ctx: &SockOpsContext, mut key: u64) {
+    let netns = setting_u64(&KSPAN_SETTINGS.propagate_netns_cookie);
+    // SAFETY: helper on the program's own context.
+    if netns == 0 || unsafe { generated::bpf_get_netns_cookie(ctx.ops.cast()) } == netns {
+        // SAFETY: ctx.ops is the kernel's bpf_sock_ops for this call.
+        let _ = SOCK_HASH.update(&mut key, unsafe { &mut *ctx.ops }, 0);
+    }
+}
+
+#[inline(always)]
+fn is_traced(tgid: u32) -> bool {
+    tgid != setting(&KSPAN_SETTINGS.self_tgid)
+        && (setting(&KSPAN_SETTINGS.filter_mode) != FILTER_ALLOW_LIST || unsafe { PID_FILTER.get(&tgid) }.is_some())
 }
 
 /// Enrolled sockets take the SK_SKB receive path; with no verdict program,
@@ -160,10 +206,7 @@ fn try_inject(ctx: &SkMsgContext) -> Result<(), i32> {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == setting(&KSPAN_SETTINGS.self_tgid)
-        || (setting(&KSPAN_SETTINGS.filter_mode) == FILTER_ALLOW_LIST && unsafe { PID_FILTER.get(&tgid) }.is_none())
-    {
+    if !is_traced((pid_tgid >> 32) as u32) {
         return Ok(());
     }
     let t = tuple(ctx);

@@ -143,9 +143,18 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Propagation, CaptureError> {
 
     let root = cgroup2_root()?;
     let cgroup = fs::File::open(&root).map_err(io_error(root.display()))?;
-    let sockops: &mut SockOps = program(ebpf, "kspan_sockops")?;
-    sockops.load().map_err(|e| program_error("kspan_sockops", e))?;
-    sockops.attach(cgroup.as_fd(), CgroupAttachMode::Single).map_err(|e| program_error("kspan_sockops", e))?;
+    let traced: &mut SockOps = program(ebpf, "kspan_sockops_traced")?;
+    let name = match traced.load() {
+        Ok(()) => "kspan_sockops_traced",
+        Err(e) => {
+            tracing::warn!(error = %e, "this kernel's sock_ops programs cannot tell the process: every outgoing connection is enrolled");
+            let all: &mut SockOps = program(ebpf, "kspan_sockops")?;
+            all.load().map_err(|e| program_error("kspan_sockops", e))?;
+            "kspan_sockops"
+        }
+    };
+    let sockops: &mut SockOps = program(ebpf, name)?;
+    sockops.attach(cgroup.as_fd(), CgroupAttachMode::Single).map_err(|e| program_error(name, e))?;
     Ok(Propagation { sock_hash, inject_on, pinned })
 }
 
