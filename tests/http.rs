@@ -257,6 +257,37 @@ fn nginx_sendfile_keepalive_responses() {
     drop(kspan);
 }
 
+/// An inetd-style forking server (busybox httpd, classic daemons): the
+/// parent accepts and closes its fd, the child reads the request on fd 0
+/// and answers on fd 1, two fds of one socket. The answer must close the
+/// request's span, as the request's own.
+#[test]
+fn forked_child_answering_on_stdout() {
+    if !prerequisites() {
+        return;
+    }
+    let receiver = Receiver::start().expect("receiver");
+    let port = free_port();
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/peers/fork_server.py")).arg(port.to_string());
+    let _server = Server::spawn(cmd, port).expect("forking server starts");
+    let kspan = kspan_exporting(&receiver, "grpc", &port.to_string());
+    assert_eq!(curl(&[&format!("http://127.0.0.1:{port}/forked")]), "forked\n");
+    let _ = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/missing")]).output();
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            s.iter().filter(|s| s.kind == "SERVER" && s.resource_str("service.name") == Some("fork_server")).count() >= 2
+        })
+        .expect("a SERVER span per request");
+    let served: Vec<_> = spans.iter().filter(|s| s.kind == "SERVER" && s.resource_str("service.name") == Some("fork_server")).collect();
+    let ok = served.iter().find(|s| s.attr_str("url.path") == Some("/forked")).expect("the /forked span");
+    assert_eq!(ok.attr_i64("http.response.status_code"), Some(200), "{ok:?}");
+    assert_eq!(ok.attr_i64("http.response.body.size"), Some(7), "{ok:?}");
+    let missing = served.iter().find(|s| s.attr_str("url.path") == Some("/missing")).expect("the /missing span");
+    assert_eq!(missing.attr_i64("http.response.status_code"), Some(404), "{missing:?}");
+    drop(kspan);
+}
+
 #[test]
 fn collector_down_at_start_receives_spans_once_up() {
     if !prerequisites() {

@@ -41,7 +41,7 @@ pub fn lookup_or_learn(tgid: u32, tid: u32, fd: i32) -> Option<u64> {
         return None;
     }
     match task::tcp_socket_of_fd(fd) {
-        Ok(Some(sock)) => Some(register(tgid, tid, fd, &sock, Role::Unknown, Call::FirstData)),
+        Ok(Some(sock)) => Some(share(tgid, fd, &sock).unwrap_or_else(|| register(tgid, tid, fd, &sock, Role::Unknown, Call::FirstData))),
         Ok(None) => {
             let _ = NOT_SOCKETS.insert(&key, &1, 0);
             None
@@ -51,6 +51,26 @@ pub fn lookup_or_learn(tgid: u32, tid: u32, fd: i32) -> Option<u64> {
             None
         }
     }
+}
+
+/// Another fd of a socket this process already has a connection on (dup,
+/// dup2: a forking server's child reads on 0 and writes on 1): the same
+/// connection, or its requests and responses would be split across two.
+#[inline(always)]
+fn share(tgid: u32, fd: i32, sock: &SocketInfo) -> Option<u64> {
+    let owner = SOCKS.get_ptr_mut(&sock.sk)?;
+    // SAFETY: a live value of our own map; a racing update at worst
+    // miscounts the fds of one connection.
+    let (conn_id, role) = unsafe {
+        if ((*owner).fd_key >> 32) as u32 != tgid {
+            return None;
+        }
+        (*owner).more_fds = (*owner).more_fds.saturating_add(1);
+        ((*owner).conn_id, (*owner).role)
+    };
+    let state = ConnState { conn_id, sk: sock.sk, fd, role, _pad: [0; 3] };
+    let _ = CONNS.insert(&fd_key(tgid, fd), &state, 0);
+    Some(conn_id)
 }
 
 /// After a successful connect/accept: a new connection on `fd`, replacing
@@ -79,7 +99,7 @@ pub fn open(tgid: u32, tid: u32, fd: i32, sock: &SocketInfo, role: Role, call: C
     let conn_id = next_conn_id();
     let key = fd_key(tgid, fd);
     let state = ConnState { conn_id, sk: sock.sk, fd, role: role as u8, _pad: [0; 3] };
-    let owner = SockOwner { fd_key: key, conn_id, role: role as u8, _pad: [0; 7] };
+    let owner = SockOwner { fd_key: key, conn_id, role: role as u8, more_fds: 0, _pad: [0; 6] };
     let _ = SOCKS.insert(&sock.sk, &owner, 0);
     let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
         count(Counter::ControlDropped);
@@ -143,6 +163,15 @@ pub fn forget(tgid: u32, tid: u32, fd: i32) {
         return;
     };
     let _ = CONNS.remove(&key);
+    if let Some(owner) = SOCKS.get_ptr_mut(&state.sk) {
+        // SAFETY: as in `share`.
+        unsafe {
+            if (*owner).conn_id == state.conn_id && (*owner).more_fds > 0 {
+                (*owner).more_fds -= 1;
+                return;
+            }
+        }
+    }
     let _ = SOCKS.remove(&state.sk);
     emit_close(tgid, tid, fd, state.conn_id, state.role, Call::Close);
 }

@@ -204,7 +204,10 @@ pub struct SockOwner {
     pub fd_key: u64,
     pub conn_id: u64,
     pub role: u8,
-    pub _pad: [u8; 7],
+    /// Other fds of the same process on this socket (syscall path: dup,
+    /// dup2): closing one of them does not end the connection.
+    pub more_fds: u8,
+    pub _pad: [u8; 6],
 }
 
 /// Only the record that carries the ring's backlog across
