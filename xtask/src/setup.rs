@@ -25,7 +25,15 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("redis-tools", "/usr/bin/redis-cli"),
     ("mariadb-server", "/usr/sbin/mariadbd"),
     ("mariadb-client", "/usr/bin/mariadb"),
+    // tests/kernels.rs boots another kernel with kspan in an initramfs.
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("busybox-static", "/bin/busybox"),
+    ("cpio", "/usr/bin/cpio"),
 ];
+
+/// The older kernel tests/kernels.rs boots: Debian 12's (6.1), the kernel
+/// of many production nodes, with kprobes but no socket tracepoints.
+const GUEST_KERNEL_PACKAGE: &str = "linux-image-amd64";
 
 #[derive(clap::Args, Default)]
 pub struct Options {
@@ -40,6 +48,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if !opts.toolchain_only {
         ensure_debian_packages(TEST_PACKAGES)?;
         ensure_test_venv()?;
+        ensure_guest_kernel()?;
     }
     Ok(())
 }
@@ -119,6 +128,51 @@ pub fn ensure_debian_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
     for service in ["nginx", "postgresql", "redis-server", "mariadb"] {
         let _ = Command::new("systemctl").args(["disable", "--now", service]).output();
     }
+    Ok(())
+}
+
+/// Where the guest kernel's `vmlinuz-*` is unpacked.
+pub fn guest_kernels() -> PathBuf {
+    workspace_root().join("target").join("kernels")
+}
+
+/// Unpacks the vmlinuz of Debian's current kernel package (downloaded, not
+/// installed) into target/kernels.
+fn ensure_guest_kernel() -> anyhow::Result<()> {
+    let dir = guest_kernels();
+    let has_kernel = |dir: &Path| {
+        std::fs::read_dir(dir).is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-")))
+    };
+    if has_kernel(&dir) {
+        return Ok(());
+    }
+    let depends = output(Command::new("apt-cache").args(["depends", GUEST_KERNEL_PACKAGE])).unwrap_or_default();
+    let image = depends
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")))
+        .with_context(|| format!("apt-cache names no kernel image for {GUEST_KERNEL_PACKAGE}"))?
+        .to_owned();
+    eprintln!("xtask: downloading {image} for the kernel test");
+    let unpack = dir.join("unpack");
+    std::fs::create_dir_all(&unpack).with_context(|| format!("creating {}", unpack.display()))?;
+    let download = || run_cmd(Command::new("apt-get").args(["download", "-q", &image]).current_dir(&unpack));
+    if download().is_err() {
+        run_cmd(Command::new("apt-get").arg("update").arg("-q"))?;
+        download()?;
+    }
+    let deb = std::fs::read_dir(&unpack)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download left no .deb")?;
+    run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpack))?;
+    for entry in std::fs::read_dir(unpack.join("boot"))?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("vmlinuz-") {
+            std::fs::copy(entry.path(), dir.join(entry.file_name()))?;
+        }
+    }
+    std::fs::remove_dir_all(&unpack)?;
+    anyhow::ensure!(has_kernel(&dir), "{} has no boot/vmlinuz-*", deb.display());
     Ok(())
 }
 
