@@ -108,6 +108,23 @@ impl UnreadPeer {
     }
 }
 
+/// A network namespace of the test's own with its loopback up.
+fn loopback_netns(tag: &str) -> Netns {
+    let netns = Netns::create(format!("{tag}{}", std::process::id())).expect("a network namespace");
+    ip(&["-n", netns.name(), "link", "set", "lo", "up"]).unwrap();
+    netns
+}
+
+/// The directories where the given kspan runs pinned their sockhash.
+fn pinned_runs(pids: &[u32]) -> Vec<String> {
+    std::fs::read_dir("/sys/fs/bpf/kspan/propagate")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| pids.iter().any(|p| d.starts_with(&format!("{p}-"))))
+        .collect()
+}
+
 /// A propagating kspan's sockets hold what they received until it is read
 /// (the verdict this kernel needs): stopping kspan, even by SIGKILL, must
 /// neither lose those bytes nor leave injection running on the connections.
@@ -116,8 +133,7 @@ fn stopping_keeps_what_enrolled_connections_have_not_read() {
     if !prerequisites() || require_cmd("ip").is_none() {
         return;
     }
-    let netns = Netns::create(format!("ksu{}", std::process::id())).expect("a network namespace");
-    ip(&["-n", netns.name(), "link", "set", "lo", "up"]).unwrap();
+    let netns = loopback_netns("ksu");
     let args = ["--propagate", "headers", "--netns", &netns.path(), "--print", "none"];
     let mut runs = Vec::new();
     for kill in [false, true] {
@@ -150,11 +166,8 @@ fn stopping_keeps_what_enrolled_connections_have_not_read() {
     let kspan = Kspan::start(&args, &[]).expect("kspan starts");
     runs.push(kspan.pid());
     assert!(kspan.stop().unwrap().clean());
-    let left: Vec<String> = std::fs::read_dir("/sys/fs/bpf/kspan/propagate")
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    let ours: Vec<&String> = left.iter().filter(|d| runs.iter().any(|p| d.starts_with(&format!("{p}-")))).collect();
-    assert!(ours.is_empty(), "pinned runs left behind: {ours:?}");
+    let left = pinned_runs(&runs);
+    assert!(left.is_empty(), "pinned runs left behind: {left:?}");
 }
 
 /// Only traced processes' connections are enrolled for injection: the rest
@@ -164,8 +177,7 @@ fn untraced_processes_keep_their_connections_out_of_the_sockhash() {
     if !prerequisites() || require_cmd("ip").is_none() {
         return;
     }
-    let netns = Netns::create(format!("ksn{}", std::process::id())).expect("a network namespace");
-    ip(&["-n", netns.name(), "link", "set", "lo", "up"]).unwrap();
+    let netns = loopback_netns("ksn");
     // Tracing only pid 1: the peer is not traced.
     let args = ["--propagate", "headers", "--netns", &netns.path(), "--pid", "1", "--print", "none"];
     let kspan = Kspan::start(&args, &[]).expect("kspan starts");
@@ -176,10 +188,7 @@ fn untraced_processes_keep_their_connections_out_of_the_sockhash() {
     assert!(exit.clean(), "{}", exit.log());
     // An enrolled connection would have kept the run's sockhash pinned.
     assert!(!exit.log().contains("enrolled connections keep their sockhash"), "{}", exit.log());
-    let pinned = std::fs::read_dir("/sys/fs/bpf/kspan/propagate")
-        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{pid}-"))))
-        .unwrap_or(false);
-    assert!(!pinned, "the untraced peer's connection was enrolled");
+    assert!(pinned_runs(&[pid]).is_empty(), "the untraced peer's connection was enrolled");
     assert_eq!(peer.read_now(), format!("done received={} intact=1 after=0", UnreadPeer::SIZE));
 }
 

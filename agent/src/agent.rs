@@ -290,7 +290,10 @@ impl Agent {
                     }
                 }
             }
-            Event::Proc(ProcRecord::Fork { tgid, tid, child, .. }) => self.linker.thread_created(tgid, tid, child),
+            Event::Proc(ProcRecord::Fork { tgid, tid, child, .. }) => {
+                self.registry.forked(tgid, child);
+                self.linker.thread_created(tgid, tid, child);
+            }
             Event::Injected(rec) => self.linker.injected(&rec),
             Event::ThreadCtx { conn_id, trace_id, update, .. } => self.linker.thread_trace(conn_id, trace_id, update),
         }

@@ -16,6 +16,9 @@ pub struct Registry {
     cache: HashMap<u32, (Arc<Resource>, Option<String>)>,
     /// Kernel-reported command names, waiting for `resource` to use them.
     comms: HashMap<u32, String>,
+    /// Forked children, by pid, and their parent's pid: a child that is
+    /// gone before its /proc is read is its parent's service until it execs.
+    parents: HashMap<u32, u32>,
     capacity: usize,
 }
 
@@ -26,6 +29,7 @@ impl Registry {
             host: HostInfo::read(),
             cache: HashMap::new(),
             comms: HashMap::new(),
+            parents: HashMap::new(),
             capacity: capacity.max(1),
         }
     }
@@ -40,8 +44,24 @@ impl Registry {
         self.resource(pid);
     }
 
+    /// `parent` forked `child` (a process or a thread: threads are never
+    /// looked up by their own id, so recording them too is harmless).
+    pub fn forked(&mut self, parent: u32, child: u32) {
+        if parent == child {
+            return;
+        }
+        if self.parents.len() >= self.capacity {
+            if let Some(victim) = self.parents.keys().next().copied() {
+                self.parents.remove(&victim);
+            }
+        }
+        self.parents.insert(child, parent);
+    }
+
     /// The resource for `pid`. A process that already exited still gets a
-    /// minimal resource, so its last spans are not lost.
+    /// minimal resource, so its last spans are not lost: a forked child's
+    /// is its parent's (a forking server's worker that answered and exited
+    /// before kspan read its /proc), else one named by its command.
     pub fn resource(&mut self, pid: u32) -> Arc<Resource> {
         if let Some((res, _)) = self.cache.get(&pid) {
             return res.clone();
@@ -52,7 +72,13 @@ impl Registry {
                 if !err.is_gone() {
                     tracing::debug!(pid, %err, "cannot read process identity");
                 }
-                (Arc::new(gone_process(pid, self.comms.get(&pid).map(String::as_str), &self.host)), None)
+                match self.parents.get(&pid).copied() {
+                    Some(parent) => {
+                        let inherited = forked_child(&self.resource(parent), pid, parent);
+                        (Arc::new(inherited), self.cache.get(&parent).and_then(|(_, exe)| exe.clone()))
+                    }
+                    None => (Arc::new(gone_process(pid, self.comms.get(&pid).map(String::as_str), &self.host)), None),
+                }
             }
         };
         if self.cache.len() >= self.capacity {
@@ -75,11 +101,26 @@ impl Registry {
     pub fn forget(&mut self, pid: u32) {
         self.cache.remove(&pid);
         self.comms.remove(&pid);
+        self.parents.remove(&pid);
     }
 
     pub fn len(&self) -> usize {
         self.cache.len()
     }
+}
+
+/// The resource of `parent` for its forked `child`: the same service and
+/// executable, the child's own pid.
+fn forked_child(parent_resource: &Resource, child: u32, parent: u32) -> Resource {
+    let mut attributes: Vec<(String, AttrValue)> = parent_resource
+        .attributes
+        .iter()
+        .filter(|(k, _)| k != "process.pid" && k != "process.parent_pid")
+        .cloned()
+        .collect();
+    attributes.push(("process.pid".to_owned(), AttrValue::Int(i64::from(child))));
+    attributes.push(("process.parent_pid".to_owned(), AttrValue::Int(i64::from(parent))));
+    Resource { key: u64::from(child) | (1 << 63), service_name: parent_resource.service_name.clone(), attributes }
 }
 
 /// A process whose /proc entry is gone: named by its kernel command name
@@ -124,5 +165,24 @@ mod tests {
         assert!(reg.len() <= 2);
         reg.forget(me);
         assert!(!Arc::ptr_eq(&a, &reg.resource(me)));
+    }
+
+    #[test]
+    fn a_gone_forked_child_is_its_parents_service() {
+        let mut reg = Registry::new(PathBuf::from("/proc"), 8);
+        let me = std::process::id();
+        let child = u32::MAX - 3;
+        // The fork is reported before the child's first connection.
+        reg.forked(me, child);
+        reg.prime(child, "python3");
+        let parent = reg.resource(me);
+        let inherited = reg.resource(child);
+        assert_eq!(inherited.service_name, parent.service_name);
+        let pid = inherited.attributes.iter().find(|(k, _)| k == "process.pid").map(|(_, v)| v.clone());
+        assert_eq!(pid, Some(AttrValue::Int(i64::from(child))));
+        assert_ne!(inherited.key, parent.key);
+        // After an exec (forget), the child is no longer its parent's.
+        reg.forget(child);
+        assert_eq!(reg.resource(child).service_name, format!("unknown_service:{child}"));
     }
 }
