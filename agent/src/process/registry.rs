@@ -50,10 +50,10 @@ impl Registry {
         if parent == child {
             return;
         }
-        if self.parents.len() >= self.capacity {
-            if let Some(victim) = self.parents.keys().next().copied() {
-                self.parents.remove(&victim);
-            }
+        if self.parents.len() >= self.capacity
+            && let Some(victim) = self.parents.keys().next().copied()
+        {
+            self.parents.remove(&victim);
         }
         self.parents.insert(child, parent);
     }
