@@ -9,11 +9,11 @@
 //! non-HTTP streams. In doubt, skip and count.
 
 use aya_ebpf::{
-    bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB, sk_action},
+    bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, sk_action},
     helpers::{bpf_get_current_pid_tgid, bpf_get_prandom_u32, generated},
-    macros::{map, sk_msg, sock_ops, stream_verdict},
+    macros::{cgroup_sock_addr, map, sk_msg, sock_ops, stream_verdict},
     maps::{Array, LruHashMap, SockHash},
-    programs::{SkBuffContext, SkMsgContext, SockOpsContext},
+    programs::{SkBuffContext, SkMsgContext, SockAddrContext, SockOpsContext},
 };
 use kspan_common::{Counter, EventKind, FILTER_ALLOW_LIST, InjectEvent};
 
@@ -49,36 +49,56 @@ pub struct MsgState {
     pub _pad: [u8; 7],
 }
 
-/// Connections traced processes are opening, by socket cookie: noted in
-/// `TCP_CONNECT_CB`, which runs in connect()'s own context, and enrolled
-/// when established, which happens in softirq context where the current
-/// task is anyone's.
+/// Connections traced processes are opening, by socket cookie: noted by
+/// the cgroup connect hooks, which run in connect()'s own context on every
+/// kernel (sock_ops programs cannot see the process before 6.x), and
+/// enrolled by sock_ops once established, which happens in softirq context
+/// where the current task is anyone's.
 #[map]
 pub static CONNECTING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
+
+const SOCK_STREAM: u32 = 1;
+
+#[cgroup_sock_addr(connect4)]
+pub fn kspan_connect4(ctx: SockAddrContext) -> i32 {
+    note_connect(&ctx);
+    1
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn kspan_connect6(ctx: SockAddrContext) -> i32 {
+    note_connect(&ctx);
+    1
+}
+
+#[inline(always)]
+fn note_connect(ctx: &SockAddrContext) {
+    // SAFETY: a field of the kernel's bpf_sock_addr for this call.
+    let kind = unsafe { core::ptr::read_volatile(&raw const (*ctx.sock_addr).type_) };
+    if kind == SOCK_STREAM && is_traced((bpf_get_current_pid_tgid() >> 32) as u32) {
+        // SAFETY: helper on the program's own context.
+        let cookie = unsafe { generated::bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+        let _ = CONNECTING.insert(&cookie, &1, 0);
+    }
+}
 
 /// Enrols the outgoing connections of traced processes (never kspan's own):
 /// only they are injected into, and an enrolled socket's traffic takes the
 /// kernel's slower sockmap path.
 #[sock_ops]
 pub fn kspan_sockops_traced(ctx: SockOpsContext) -> u32 {
-    match ctx.op() {
-        BPF_SOCK_OPS_TCP_CONNECT_CB if is_traced((bpf_get_current_pid_tgid() >> 32) as u32) => {
-            let _ = CONNECTING.insert(&cookie(&ctx), &1, 0);
+    if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        let key = cookie(&ctx);
+        if unsafe { CONNECTING.get(&key) }.is_some() {
+            let _ = CONNECTING.remove(&key);
+            enrol(&ctx, key);
         }
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
-            let key = cookie(&ctx);
-            if unsafe { CONNECTING.get(&key) }.is_some() {
-                let _ = CONNECTING.remove(&key);
-                enrol(&ctx, key);
-            }
-        }
-        _ => {}
     }
     1
 }
 
-/// Enrols every outgoing connection: for kernels whose sock_ops programs
-/// cannot call `bpf_get_current_pid_tgid`.
+/// Enrols every outgoing connection: where the connect hooks cannot be
+/// attached.
 #[sock_ops]
 pub fn kspan_sockops(ctx: SockOpsContext) -> u32 {
     if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {

@@ -27,7 +27,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::{Array, Map, MapData, MapError, SockHash},
-    programs::{CgroupAttachMode, SkMsg, SkSkb, SockOps},
+    programs::{CgroupAttachMode, CgroupSockAddr, SkMsg, SkSkb, SockOps},
 };
 
 use super::CaptureError;
@@ -143,19 +143,28 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Propagation, CaptureError> {
 
     let root = cgroup2_root()?;
     let cgroup = fs::File::open(&root).map_err(io_error(root.display()))?;
-    let traced: &mut SockOps = program(ebpf, "kspan_sockops_traced")?;
-    let name = match traced.load() {
+    let name = match attach_connect_hooks(ebpf, &cgroup) {
         Ok(()) => "kspan_sockops_traced",
         Err(e) => {
-            tracing::warn!(error = %e, "this kernel's sock_ops programs cannot tell the process: every outgoing connection is enrolled");
-            let all: &mut SockOps = program(ebpf, "kspan_sockops")?;
-            all.load().map_err(|e| program_error("kspan_sockops", e))?;
+            tracing::warn!(error = %e, "cannot tell which process opens a connection: every outgoing connection is enrolled");
             "kspan_sockops"
         }
     };
     let sockops: &mut SockOps = program(ebpf, name)?;
+    sockops.load().map_err(|e| program_error(name, e))?;
     sockops.attach(cgroup.as_fd(), CgroupAttachMode::Single).map_err(|e| program_error(name, e))?;
     Ok(Propagation { sock_hash, inject_on, pinned })
+}
+
+/// The cgroup connect hooks that note which connections traced processes
+/// open (`kspan_sockops_traced` enrols only those).
+fn attach_connect_hooks(ebpf: &mut Ebpf, cgroup: &fs::File) -> Result<(), CaptureError> {
+    for name in ["kspan_connect4", "kspan_connect6"] {
+        let hook: &mut CgroupSockAddr = program(ebpf, name)?;
+        hook.load().map_err(|e| program_error(name, e))?;
+        hook.attach(cgroup.as_fd(), CgroupAttachMode::Single).map_err(|e| program_error(name, e))?;
+    }
+    Ok(())
 }
 
 impl Drop for Propagation {
