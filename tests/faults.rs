@@ -159,6 +159,11 @@ fn stopping_keeps_what_enrolled_connections_have_not_read() {
         let want = format!("done received={} intact=1 after=0", UnreadPeer::SIZE);
         assert_eq!(done, want, "after kspan was {}", if kill { "killed" } else { "stopped" });
         if let Some(next) = successor {
+            // The connection has closed: the running successor unpins the
+            // killed run's maps (they hold its programs and ring buffer).
+            let killed = runs[runs.len() - 2];
+            let unpinned = wait_until(WAIT, POLL, || pinned_runs(&[killed]).is_empty());
+            assert!(unpinned, "the killed run is still pinned: {:?}\n{}", pinned_runs(&[killed]), next.log());
             assert!(next.stop().unwrap().clean());
         }
     }

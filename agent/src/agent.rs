@@ -48,6 +48,9 @@ const MAX_BATCH: usize = 4096;
 /// identity is read from procfs while the process lives, and an exec) wake
 /// us at once.
 const DRAIN_INTERVAL_MS: u64 = 200;
+/// How often dead runs' pinned propagation maps are checked: each holds
+/// its programs and their maps (the ring buffer among them) until unpinned.
+const RETIRE_INTERVAL_S: u64 = 10;
 /// Records between yields of the CPU while draining (about 100 us of work).
 /// A drain wakes with a backlog and, unless it yields, holds a core for a
 /// millisecond or more; a traced server woken on that core waits for it.
@@ -166,6 +169,8 @@ impl Agent {
         // this drains the rest, bounding how late a quiet host's spans are.
         let mut drain_tick = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let retire_period = Duration::from_secs(RETIRE_INTERVAL_S);
+        let mut retire_tick = tokio::time::interval_at(tokio::time::Instant::now() + retire_period, retire_period);
         // Start-up (BTF, program loading) peaks far above the steady state;
         // hand those pages back now rather than whenever the allocator's
         // lazy purge gets to them, so RSS reads true from the start.
@@ -188,6 +193,7 @@ impl Agent {
                     self.drain_turn(events.get_mut()).await;
                 }
                 _ = metrics_tick.tick(), if self.config.metrics_interval > 0 => self.log_metrics(),
+                _ = retire_tick.tick() => self.capture.retire_dead_propagation_runs(),
                 _ = &mut ctrl_c => break,
                 _ = sigterm.recv() => break,
             }

@@ -114,7 +114,7 @@ pub struct CaptureOptions {
 pub struct Capture {
     ebpf: Ebpf,
     /// Dropped after `ebpf`, once sock_ops is detached.
-    _propagation: Option<propagate::Propagation>,
+    propagation: Option<propagate::Propagation>,
 }
 
 impl Capture {
@@ -163,7 +163,7 @@ impl Capture {
             .map_max_entries("SCRATCH", possible_cpus())
             .load(EBPF_OBJECT)
             .map_err(CaptureError::Load)?;
-        let mut capture = Self { ebpf, _propagation: None };
+        let mut capture = Self { ebpf, propagation: None };
         for port in &opts.ports {
             capture
                 .port_filter()?
@@ -184,7 +184,7 @@ impl Capture {
         }
         capture.attach("sock", "inet_sock_set_state")?;
         if opts.propagate {
-            capture._propagation = Some(propagate::attach(&mut capture.ebpf)?);
+            capture.propagation = Some(propagate::attach(&mut capture.ebpf)?);
         }
         Ok(capture)
     }
@@ -265,6 +265,14 @@ impl Capture {
     }
 
     /// Sums of the per-CPU counters, indexed by `kspan_common::Counter`.
+    /// Unpins the propagation maps of dead kspan runs whose connections
+    /// have all closed (see `propagate`).
+    pub fn retire_dead_propagation_runs(&self) {
+        if let Some(propagation) = &self.propagation {
+            propagation.retire_earlier_runs();
+        }
+    }
+
     pub fn counters(&self) -> Result<[u64; COUNTER_SLOTS as usize], CaptureError> {
         let map = self.ebpf.map("COUNTERS").ok_or(CaptureError::MissingMap("COUNTERS"))?;
         let array: PerCpuArray<&MapData, u64> =

@@ -199,6 +199,16 @@ fn is_live(dir: &Path) -> bool {
     pid.and_then(run_name).is_some_and(|live| live == name)
 }
 
+impl Propagation {
+    /// See [`retire_earlier_runs`]. Only a run that pins can have
+    /// predecessors that did.
+    pub fn retire_earlier_runs(&self) {
+        if let Some(own) = &self.pinned {
+            retire_earlier_runs(Some(own));
+        }
+    }
+}
+
 /// Pins both maps in a directory of this run's own.
 fn pin(sock_hash: &Map, inject_on: &Map) -> Result<PathBuf, CaptureError> {
     let pid = std::process::id() as i32;
@@ -227,7 +237,7 @@ fn retire_earlier_runs(own: Option<&Path>) {
     for dir in runs.flatten().map(|e| e.path()).filter(|d| Some(d.as_path()) != own && !is_live(d)) {
         match retire(&dir) {
             Ok(0) => unpin(&dir),
-            Ok(enrolled) => tracing::info!(enrolled, run = %dir.display(), "an earlier run's connections are still open; its injection is off"),
+            Ok(enrolled) => tracing::debug!(enrolled, run = %dir.display(), "an earlier run's connections are still open; its injection is off"),
             // Half-written by a run killed while pinning: nothing else can use it.
             Err(e) => {
                 tracing::warn!(error = %e, run = %dir.display(), "unreadable pinned run, unpinning");
