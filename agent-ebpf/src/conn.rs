@@ -164,15 +164,19 @@ pub fn forget(tgid: u32, tid: u32, fd: i32) {
     };
     let _ = CONNS.remove(&key);
     if let Some(owner) = SOCKS.get_ptr_mut(&state.sk) {
-        // SAFETY: as in `share`.
+        // SAFETY: as in `share`. The sock may already index another
+        // process's connection (a forking server's child can read before
+        // the parent closes its copy): that one is left alone.
         unsafe {
-            if (*owner).conn_id == state.conn_id && (*owner).more_fds > 0 {
-                (*owner).more_fds -= 1;
-                return;
+            if (*owner).conn_id == state.conn_id {
+                if (*owner).more_fds > 0 {
+                    (*owner).more_fds -= 1;
+                    return;
+                }
+                let _ = SOCKS.remove(&state.sk);
             }
         }
     }
-    let _ = SOCKS.remove(&state.sk);
     emit_close(tgid, tid, fd, state.conn_id, state.role, Call::Close);
 }
 

@@ -66,20 +66,22 @@ impl Registry {
         if let Some((res, _)) = self.cache.get(&pid) {
             return res.clone();
         }
-        let (res, exe) = match ProcessInfo::read(&self.proc_root, pid) {
-            Ok(info) => (Arc::new(build_resource(&info, &self.host, env!("CARGO_PKG_VERSION"))), info.exe_path),
-            Err(err) => {
-                if !err.is_gone() {
-                    tracing::debug!(pid, %err, "cannot read process identity");
-                }
-                match self.parents.get(&pid).copied() {
-                    Some(parent) => {
-                        let inherited = forked_child(&self.resource(parent), pid, parent);
-                        (Arc::new(inherited), self.cache.get(&parent).and_then(|(_, exe)| exe.clone()))
-                    }
-                    None => (Arc::new(gone_process(pid, self.comms.get(&pid).map(String::as_str), &self.host)), None),
-                }
+        let read = ProcessInfo::read(&self.proc_root, pid);
+        if let Err(err) = &read
+            && !err.is_gone()
+        {
+            tracing::debug!(pid, %err, "cannot read process identity");
+        }
+        // A zombie (exited, not yet reaped) has no cmdline or exe left to
+        // name it by, like a process already gone.
+        let alive = read.ok().filter(|info| !info.cmdline.is_empty() || info.exe_path.is_some());
+        let (res, exe) = match (alive, self.parents.get(&pid).copied()) {
+            (Some(info), _) => (Arc::new(build_resource(&info, &self.host, env!("CARGO_PKG_VERSION"))), info.exe_path),
+            (None, Some(parent)) => {
+                let inherited = forked_child(&self.resource(parent), pid, parent);
+                (Arc::new(inherited), self.cache.get(&parent).and_then(|(_, exe)| exe.clone()))
             }
+            (None, None) => (Arc::new(gone_process(pid, self.comms.get(&pid).map(String::as_str), &self.host)), None),
         };
         if self.cache.len() >= self.capacity {
             // Bounded: dropping an arbitrary entry only costs a re-read.
