@@ -264,7 +264,6 @@ impl Capture {
         self.pid_filter()?.insert(pid, 1, 0).map_err(|source| CaptureError::Map { map: "PID_FILTER", source })
     }
 
-    /// Sums of the per-CPU counters, indexed by `kspan_common::Counter`.
     /// Unpins the propagation maps of dead kspan runs whose connections
     /// have all closed (see `propagate`).
     pub fn retire_dead_propagation_runs(&self) {
@@ -273,6 +272,7 @@ impl Capture {
         }
     }
 
+    /// Sums of the per-CPU counters, indexed by `kspan_common::Counter`.
     pub fn counters(&self) -> Result<[u64; COUNTER_SLOTS as usize], CaptureError> {
         let map = self.ebpf.map("COUNTERS").ok_or(CaptureError::MissingMap("COUNTERS"))?;
         let array: PerCpuArray<&MapData, u64> =

@@ -14,9 +14,9 @@
 //! sockhash, which happens to all of them when the map is freed at kspan's
 //! exit: the connection then waits forever for bytes it was sent. So with
 //! the verdict each run pins its sockhash, and its sockets stay enrolled
-//! until they close: at exit kspan turns its injection off (`INJECT_ON`), and
+//! until they close: at exit kspan turns its injection off (`INJECT_ON`);
 //! each start turns off the injection of earlier runs (a SIGKILLed one could
-//! not) and unpins those whose connections have all closed.
+//! not), and a running kspan unpins those whose connections have all closed.
 
 use std::{
     fs,
@@ -179,7 +179,7 @@ impl Drop for Propagation {
                 enrolled,
                 pinned = %dir.display(),
                 "enrolled connections keep their sockhash until they close (injection is off); \
-                 the next kspan start unpins it once they have"
+                 a later kspan unpins it once they have"
             ),
             Err(e) => tracing::warn!(error = %e, pinned = %dir.display(), "could not count enrolled connections"),
         }
@@ -212,7 +212,8 @@ impl Propagation {
 /// Pins both maps in a directory of this run's own.
 fn pin(sock_hash: &Map, inject_on: &Map) -> Result<PathBuf, CaptureError> {
     let pid = std::process::id() as i32;
-    let name = run_name(pid).ok_or_else(|| CaptureError::Io("/proc/self/stat".into(), std::io::Error::last_os_error()))?;
+    let name = run_name(pid)
+        .ok_or_else(|| CaptureError::Io("/proc/self/stat".into(), std::io::Error::other("no start time to name the pin by")))?;
     let dir = Path::new(PIN_ROOT).join(name);
     fs::create_dir_all(&dir).map_err(io_error(dir.display()))?;
     let pin_error = |e: aya::pin::PinError| CaptureError::Io(dir.display().to_string(), std::io::Error::other(e));
@@ -268,6 +269,7 @@ struct ReceiveCheck {
 
 impl ReceiveCheck {
     const KEY: u64 = u64::MAX; // never a socket cookie
+    const SENT: usize = 100;
 
     fn run(hash: &mut SockHash<&mut MapData, u64>) -> std::io::Result<Self> {
         use std::io::Write;
@@ -275,7 +277,7 @@ impl ReceiveCheck {
         let client = std::net::TcpStream::connect(listener.local_addr()?)?;
         let (mut server, _) = listener.accept()?;
         hash.insert(Self::KEY, client.as_raw_fd(), 0).map_err(std::io::Error::other)?;
-        let checked = server.write_all(&[b'k'; 100]).map(|()| Self::observe(client.as_raw_fd()));
+        let checked = server.write_all(&[b'k'; Self::SENT]).map(|()| Self::observe(client.as_raw_fd()));
         // With a verdict this frees what the psock held: the pair is ours.
         let _ = hash.remove(&Self::KEY);
         checked
@@ -295,7 +297,7 @@ impl ReceiveCheck {
     }
 
     fn sound(&self) -> bool {
-        self.readable && self.peeked == 100 && self.fionread as isize == self.peeked
+        self.readable && self.peeked == Self::SENT as isize && self.fionread as isize == self.peeked
     }
 }
 
