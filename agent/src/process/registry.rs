@@ -75,7 +75,10 @@ impl Registry {
         // A zombie (exited, not yet reaped) has no cmdline or exe left to
         // name it by, like a process already gone.
         let alive = read.ok().filter(|info| !info.cmdline.is_empty() || info.exe_path.is_some());
-        let (res, exe) = match (alive, self.parents.get(&pid).copied()) {
+        // Taken, not read, when used: the child's resource is cached below,
+        // and with pid reuse two gone pids could name each other as parent.
+        let parent = if alive.is_none() { self.parents.remove(&pid) } else { None };
+        let (res, exe) = match (alive, parent) {
             (Some(info), _) => (Arc::new(build_resource(&info, &self.host, env!("CARGO_PKG_VERSION"))), info.exe_path),
             (None, Some(parent)) => {
                 let inherited = forked_child(&self.resource(parent), pid, parent);
@@ -186,5 +189,10 @@ mod tests {
         // After an exec (forget), the child is no longer its parent's.
         reg.forget(child);
         assert_eq!(reg.resource(child).service_name, format!("unknown_service:{child}"));
+        // Reused pids naming each other as parents end, not recurse forever.
+        let (a, b) = (u32::MAX - 5, u32::MAX - 6);
+        reg.forked(a, b);
+        reg.forked(b, a);
+        assert_eq!(reg.resource(a).service_name, reg.resource(b).service_name);
     }
 }
