@@ -276,14 +276,13 @@ fn forked_child_answering_on_stdout() {
     let _ = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/missing")]).output();
     let spans = receiver
         .wait_for(WAIT, |s| {
-            s.iter().filter(|s| s.kind == "SERVER" && s.resource_str("service.name") == Some("fork_server")).count() >= 2
+            has(s, "SERVER", "fork_server", "GET /forked", 1) && has(s, "SERVER", "fork_server", "GET /missing", 1)
         })
         .expect("a SERVER span per request");
-    let served: Vec<_> = spans.iter().filter(|s| s.kind == "SERVER" && s.resource_str("service.name") == Some("fork_server")).collect();
-    let ok = served.iter().find(|s| s.attr_str("url.path") == Some("/forked")).expect("the /forked span");
+    let ok = find(&spans, "SERVER", "fork_server", "GET /forked")[0];
     assert_eq!(ok.attr_i64("http.response.status_code"), Some(200), "{ok:?}");
     assert_eq!(ok.attr_i64("http.response.body.size"), Some(7), "{ok:?}");
-    let missing = served.iter().find(|s| s.attr_str("url.path") == Some("/missing")).expect("the /missing span");
+    let missing = find(&spans, "SERVER", "fork_server", "GET /missing")[0];
     assert_eq!(missing.attr_i64("http.response.status_code"), Some(404), "{missing:?}");
     drop(kspan);
 }
