@@ -10,8 +10,12 @@
 //! 2. In-process: an outgoing request is the child of the incoming request
 //!    in flight on the same thread, but only if exactly one is in flight
 //!    there. A thread created while its creator served exactly one request
-//!    inherits that request. Event loops serving several requests at once
-//!    get no link: an unlinked span is better than a wrongly linked one.
+//!    inherits that request. A thread serving none (an I/O thread that does
+//!    another thread's calls: Java's `HttpClient`, a goroutine's writeLoop,
+//!    a tokio worker) takes the process's one incoming request in flight,
+//!    if exactly one is. Event loops and processes serving several requests
+//!    at once get no link: an unlinked span is better than a wrongly linked
+//!    one.
 //! 3. Same host: when both ends of a connection are traced, the SERVER span
 //!    is the child of the CLIENT span with the same TCP tuple and the same
 //!    position in the connection's request order.
@@ -154,6 +158,9 @@ impl Waiting {
 pub struct LinkStats {
     pub linked_in_process: u64,
     pub linked_same_host: u64,
+    /// Calls by a thread serving nothing, given the process's one request in
+    /// flight as parent.
+    pub linked_process_wide: u64,
     pub ambiguous_threads: u64,
 }
 
@@ -164,6 +171,8 @@ pub struct Linker {
     requests: FxHashMap<u64, FxHashMap<u64, NodeRef>>,
     /// Incoming requests in flight, by (pid, tid) of the thread that read them.
     inflight: FxHashMap<(u32, u32), Vec<NodeRef>>,
+    /// How many of `inflight`'s requests each process has.
+    inflight_per_pid: FxHashMap<u32, usize>,
     /// Threads created while their creator served exactly one request.
     inherited: FxHashMap<(u32, u32), NodeRef>,
     /// Size of `inherited` at which finished entries are next swept out.
@@ -329,7 +338,17 @@ impl Linker {
             }
         }
         self.inflight.entry((conn.pid, tid)).or_default().push(node.clone());
+        *self.inflight_per_pid.entry(conn.pid).or_default() += 1;
         node
+    }
+
+    fn inflight_ended(&mut self, pid: u32, count: usize) {
+        if let Some(n) = self.inflight_per_pid.get_mut(&pid) {
+            *n = n.saturating_sub(count);
+            if *n == 0 {
+                self.inflight_per_pid.remove(&pid);
+            }
+        }
     }
 
     fn client_started(&mut self, conn: &Connection, seq: u64, head: &Propagation, started_ns: u64, tid: u32) -> NodeRef {
@@ -435,7 +454,8 @@ impl Linker {
         }
     }
 
-    /// The one incoming request the thread is serving, if exactly one.
+    /// The one incoming request the thread is serving, if exactly one; for
+    /// a thread serving none, what it inherited or else the process's one.
     fn in_process_parent(&mut self, pid: u32, tid: u32) -> Option<NodeRef> {
         if let Some(list) = self.inflight.get(&(pid, tid)) {
             match list.as_slice() {
@@ -447,7 +467,19 @@ impl Linker {
                 }
             }
         }
-        self.inherited.get(&(pid, tid)).filter(|n| !n.borrow().done).cloned()
+        if let Some(node) = self.inherited.get(&(pid, tid)).filter(|n| !n.borrow().done) {
+            return Some(node.clone());
+        }
+        // Found by a scan of every thread's list, but only when the process
+        // has exactly one request in flight: at low concurrency, where the
+        // scan is short. Busy processes fail the count first.
+        if self.inflight_per_pid.get(&pid) != Some(&1) {
+            return None;
+        }
+        let only = self.inflight.iter().find(|((p, _), list)| *p == pid && !list.is_empty());
+        let node = only.and_then(|(_, list)| list.first().cloned())?;
+        self.stats.linked_process_wide += 1;
+        Some(node)
     }
 
     /// `server` is the callee side of `client`'s request on this host.
@@ -507,10 +539,13 @@ impl Linker {
         if let Some(reader) = reader
             && let Some(list) = self.inflight.get_mut(&reader)
         {
+            let before = list.len();
             list.retain(|n| !Rc::ptr_eq(n, &node));
+            let ended = before - list.len();
             if list.is_empty() {
                 self.inflight.remove(&reader);
             }
+            self.inflight_ended(reader.0, ended);
         }
         // Lookups skip finished entries, so they are swept out only once the
         // map has doubled since the last sweep: with many live entries (a
@@ -544,15 +579,24 @@ impl Linker {
             for node in left.values() {
                 node.borrow_mut().done = true;
             }
-            for list in self.inflight.values_mut() {
+            let mut ended = Vec::new();
+            for (&(pid, _), list) in self.inflight.iter_mut() {
+                let before = list.len();
                 list.retain(|n| !n.borrow().done);
+                if list.len() < before {
+                    ended.push((pid, before - list.len()));
+                }
             }
             self.inflight.retain(|_, l| !l.is_empty());
+            for (pid, count) in ended {
+                self.inflight_ended(pid, count);
+            }
         }
     }
 
     pub fn process_exited(&mut self, pid: u32) {
         self.inflight.retain(|(p, _), _| *p != pid);
+        self.inflight_per_pid.remove(&pid);
         self.inherited.retain(|(p, _), _| *p != pid);
     }
 

@@ -283,3 +283,46 @@ fn ratio_sampling_keeps_or_drops_whole_traces() {
     }
     assert!(kept > 50 && dropped > 50, "kept {kept}, dropped {dropped}");
 }
+
+/// Java's HttpClient, a Go client, a tokio runtime: the handler thread
+/// waits while an I/O thread that serves nothing writes its call.
+#[test]
+fn io_thread_call_links_to_the_processes_one_request() {
+    let mut l = Linker::new();
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let a_out = conn(2, 200, "127.0.0.1:40001", "10.0.0.1:80", Role::Client);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 10, 201);
+    l.request_started(&a_out, Role::Client, 0, &head(None), 12, 250);
+    let out = l.finish(2, 0);
+    let a = l.finish(1, 0);
+    assert_eq!(out.parent_span_id, Some(a.span_id));
+    assert_eq!(out.trace_id, a.trace_id);
+    assert_eq!(l.stats.linked_process_wide, 1);
+    // Nothing in flight: a background call is a root.
+    l.request_started(&a_out, Role::Client, 1, &head(None), 20, 250);
+    assert_eq!(l.finish(2, 1).parent_span_id, None);
+}
+
+#[test]
+fn io_thread_call_links_nothing_while_the_process_serves_two() {
+    let mut l = Linker::new();
+    let in1 = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let in2 = conn(2, 200, "127.0.0.1:8000", "127.0.0.1:40002", Role::Server);
+    let out = conn(3, 200, "127.0.0.1:40003", "10.0.0.1:80", Role::Client);
+    l.request_started(&in1, Role::Server, 0, &head(None), 10, 201);
+    l.request_started(&in2, Role::Server, 0, &head(None), 11, 202);
+    l.request_started(&out, Role::Client, 0, &head(None), 12, 250);
+    assert_eq!(l.finish(3, 0).parent_span_id, None);
+    // One ends (its connection closes unanswered): the other is the one.
+    l.connection_closed(1);
+    l.request_started(&out, Role::Client, 1, &head(None), 20, 250);
+    let o = l.finish(3, 1);
+    let b = l.finish(2, 0);
+    assert_eq!(o.parent_span_id, Some(b.span_id));
+    // Another process's request is never a parent.
+    let other = conn(4, 300, "127.0.0.1:9000", "127.0.0.1:40004", Role::Server);
+    l.request_started(&other, Role::Server, 0, &head(None), 30, 301);
+    l.request_started(&out, Role::Client, 2, &head(None), 31, 250);
+    assert_eq!(l.finish(3, 2).parent_span_id, None);
+    assert_eq!(l.stats.linked_process_wide, 1);
+}
