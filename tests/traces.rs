@@ -140,18 +140,141 @@ fn concurrent_requests_never_cross_link() {
     drop(kspan);
 }
 
-/// curl -> Java front -> Java leaf, both `JavaChain.java`.
-fn start_java_chain() -> (Server, Server) {
-    let (front, leaf) = (free_port(), free_port());
-    let java = |port: u16, down: Option<String>| {
-        let mut cmd = Command::new("java");
-        cmd.arg(repo_root().join("tests/peers/JavaChain.java")).arg(port.to_string());
-        cmd.args(down);
-        Server::spawn_with(cmd, port, Probe::Listening, Duration::from_secs(60)).expect("java peer")
-    };
-    let leaf = java(leaf, None);
-    let front = java(front, Some(format!("http://127.0.0.1:{}", leaf.port())));
-    (front, leaf)
+/// A front and a leaf of one runtime, from the same program: GET
+/// /client/N on the front calls the leaf's /leaf/N with the runtime's own
+/// HTTP client and answers `N>leaf-N`.
+struct RuntimeChain {
+    front: Server,
+    leaf: Server,
+    service: &'static str,
+}
+
+impl RuntimeChain {
+    fn start(service: &'static str, command: impl Fn(u16) -> Command) -> Self {
+        let spawn = |port: u16, down: Option<String>| {
+            let mut cmd = command(port);
+            cmd.args(down);
+            // The JVM compiles the source first.
+            Server::spawn_with(cmd, port, Probe::Listening, Duration::from_secs(60)).expect("peer server")
+        };
+        let leaf = spawn(free_port(), None);
+        let front = spawn(free_port(), Some(format!("http://127.0.0.1:{}", leaf.port())));
+        Self { front, leaf, service }
+    }
+
+    /// Java: `JavaChain.java` by the source launcher (`/url/N` calls with
+    /// HttpURLConnection instead, on the handler's own thread).
+    fn java() -> Self {
+        Self::start("JavaChain", |port| {
+            let mut cmd = Command::new("java");
+            cmd.arg(repo_root().join("tests/peers/JavaChain.java")).arg(port.to_string());
+            cmd
+        })
+    }
+
+    /// Go: `tests/peers/go_chain`, built here with the standard library only.
+    fn go(dir: &TempDir) -> Self {
+        let bin = dir.join("go_chain");
+        let built = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(repo_root().join("tests/peers/go_chain"))
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOFLAGS", "-mod=mod")
+            .env("GO111MODULE", "on")
+            .status()
+            .expect("go build runs");
+        assert!(built.success(), "go build of tests/peers/go_chain failed");
+        Self::start("go_chain", |port| {
+            let mut cmd = Command::new(&bin);
+            cmd.arg(port.to_string());
+            cmd
+        })
+    }
+
+    fn kspan(&self, receiver: &Receiver) -> Kspan {
+        Kspan::start(
+            &["--open-ports", &format!("{},{}", self.front.port(), self.leaf.port())],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ],
+        )
+        .expect("kspan starts")
+    }
+
+    fn get(&self, path: &str) -> std::process::Child {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "30", &format!("http://127.0.0.1:{}/{path}", self.front.port())])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Requests `paths` (`kind/N`) one at a time: each must be one trace of
+    /// curl -> front SERVER -> front CLIENT -> leaf SERVER.
+    fn check_sequential(&self, receiver: &Receiver, paths: &[&str]) {
+        let n_of = |path: &str| path[path.find('/').unwrap() + 1..].to_owned();
+        for path in paths {
+            let out = self.get(path).wait_with_output().unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{0}>leaf-{0}", n_of(path)));
+        }
+        let leaf_spans = |s: &[ReceivedSpan]| s.iter().filter(|s| s.kind == "SERVER" && s.attr_str("url.path").is_some_and(|p| p.starts_with("/leaf/"))).count();
+        let spans = receiver.wait_for(WAIT, |s| leaf_spans(s) >= paths.len() && s.len() >= 4 * paths.len()).expect("spans arrive");
+        let pid = |s: &ReceivedSpan| s.resource_i64("process.pid").unwrap_or_default() as u32;
+        let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+        for path in paths {
+            let root = spans
+                .iter()
+                .find(|s| s.kind == "CLIENT" && s.resource_str("service.name") == Some("curl") && s.attr_str("url.path") == Some(&format!("/{path}")))
+                .unwrap_or_else(|| panic!("no curl span for /{path}"));
+            let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == root.trace_id).collect();
+            let one = |kind: &str, process: u32| -> &ReceivedSpan {
+                let found: Vec<_> = trace.iter().filter(|s| s.kind == kind && pid(s) == process).collect();
+                assert_eq!(found.len(), 1, "/{path}: one {kind} span of pid {process} in curl's trace, all spans:\n{}", dump());
+                found[0]
+            };
+            let front_server = one("SERVER", self.front.pid());
+            let front_client = one("CLIENT", self.front.pid());
+            let leaf_server = one("SERVER", self.leaf.pid());
+            assert_eq!(trace.len(), 4, "/{path}: one trace of four spans:\n{}", dump());
+            for (child, parent) in [(front_server, root), (front_client, front_server), (leaf_server, front_client)] {
+                assert_eq!(child.parent_span_id, parent.span_id, "/{path}: {} under {}:\n{}", child.name, parent.name, dump());
+            }
+            assert_eq!(leaf_server.attr_str("url.path"), Some(format!("/leaf/{}", n_of(path)).as_str()));
+            for span in [front_server, front_client, leaf_server] {
+                assert_eq!(span.resource_str("service.name"), Some(self.service), "{}", span.pretty());
+            }
+        }
+    }
+
+    /// Many requests at once: the front's calls may go unlinked, but a
+    /// linked one is never under another request.
+    fn check_concurrent(&self, receiver: &Receiver, n: usize) {
+        // Ids of their own, apart from any earlier requests'.
+        let children: Vec<_> = (0..n).map(|i| self.get(&format!("client/c{i}"))).collect();
+        for (i, child) in children.into_iter().enumerate() {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), format!("c{i}>leaf-c{i}"));
+        }
+        let count = |s: &[ReceivedSpan], kind: &str, prefix: &str| {
+            s.iter().filter(|s| s.kind == kind && s.attr_str("url.path").is_some_and(|p| p.starts_with(prefix))).count()
+        };
+        let spans = receiver
+            .wait_for(WAIT, |s| {
+                count(s, "CLIENT", "/leaf/c") >= n && count(s, "SERVER", "/leaf/c") >= n && count(s, "SERVER", "/client/c") >= n
+            })
+            .expect("spans arrive");
+        let by_id: HashMap<_, _> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
+        let calls = spans.iter().filter(|s| s.kind == "CLIENT" && s.attr_str("url.path").is_some_and(|p| p.starts_with("/leaf/")));
+        for call in calls.filter(|s| !s.parent_span_id.is_empty()) {
+            let parent = by_id.get(&call.parent_span_id).unwrap_or_else(|| panic!("{}: parent not among the spans", call.pretty()));
+            let i = call.attr_str("url.path").unwrap().trim_start_matches("/leaf/");
+            assert_eq!(parent.attr_str("url.path"), Some(format!("/client/{i}").as_str()), "{} under {}", call.pretty(), parent.pretty());
+        }
+    }
 }
 
 /// Java's HttpClient writes a handler's call on its own I/O threads, so the
@@ -163,93 +286,36 @@ fn java_http_client_calls_stay_in_the_callers_trace() {
         return;
     }
     let receiver = Receiver::start().expect("receiver");
-    let (front, leaf) = start_java_chain();
-    let kspan = Kspan::start(
-        &["--open-ports", &format!("{},{}", front.port(), leaf.port())],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .expect("kspan starts");
-    let paths = ["client/1", "url/2", "client/3", "client/4", "url/5"];
-    for path in paths {
-        let out = Command::new("curl").args(["-sS", "--max-time", "30", &format!("http://127.0.0.1:{}/{path}", front.port())]).output().unwrap();
-        let n = &path[path.find('/').unwrap() + 1..];
-        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{n}>leaf-{n}"));
-    }
-    let leaf_paths = |s: &[ReceivedSpan]| s.iter().filter(|s| s.kind == "SERVER" && s.attr_str("url.path").is_some_and(|p| p.starts_with("/leaf/"))).count();
-    let spans = receiver.wait_for(WAIT, |s| leaf_paths(s) >= paths.len() && s.len() >= 4 * paths.len()).expect("spans arrive");
-    let pid = |s: &ReceivedSpan| s.resource_i64("process.pid").unwrap_or_default() as u32;
-    for path in paths {
-        let n = &path[path.find('/').unwrap() + 1..];
-        let root = spans
-            .iter()
-            .find(|s| s.kind == "CLIENT" && s.resource_str("service.name") == Some("curl") && s.attr_str("url.path") == Some(&format!("/{path}")))
-            .unwrap_or_else(|| panic!("no curl span for /{path}"));
-        let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == root.trace_id).collect();
-        let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
-        let one = |kind: &str, process: u32| -> &ReceivedSpan {
-            let found: Vec<_> = trace.iter().filter(|s| s.kind == kind && pid(s) == process).collect();
-            assert_eq!(found.len(), 1, "/{path}: one {kind} span of pid {process} in curl's trace, all spans:\n{}", dump());
-            found[0]
-        };
-        let (front_server, front_client, leaf_server) = (one("SERVER", front.pid()), one("CLIENT", front.pid()), one("SERVER", leaf.pid()));
-        assert_eq!(trace.len(), 4, "/{path}: one trace of four spans:\n{}", dump());
-        for (child, parent) in [(front_server, root), (front_client, front_server), (leaf_server, front_client)] {
-            assert_eq!(child.parent_span_id, parent.span_id, "/{path}: {} under {}:\n{}", child.name, parent.name, dump());
-        }
-        assert_eq!(leaf_server.attr_str("url.path"), Some(format!("/leaf/{n}").as_str()));
-        for span in [front_server, front_client, leaf_server] {
-            assert_eq!(span.resource_str("service.name"), Some("JavaChain"), "{}", span.pretty());
-        }
-    }
+    let chain = RuntimeChain::java();
+    let kspan = chain.kspan(&receiver);
+    chain.check_sequential(&receiver, &["client/1", "url/2", "client/3", "client/4", "url/5"]);
     drop(kspan);
 }
 
-/// Under concurrency the front serves many requests at once: its
-/// HttpClient calls may go unlinked, but never under another request.
 #[test]
 fn java_http_client_calls_never_cross_link_under_concurrency() {
     if !(prerequisites() && require_cmd("java").is_some()) {
         return;
     }
     let receiver = Receiver::start().expect("receiver");
-    let (front, leaf) = start_java_chain();
-    let kspan = Kspan::start(
-        &["--open-ports", &format!("{},{}", front.port(), leaf.port())],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .expect("kspan starts");
-    const N: usize = 16;
-    let children: Vec<_> = (0..N)
-        .map(|n| {
-            Command::new("curl")
-                .args(["-sS", "--max-time", "30", &format!("http://127.0.0.1:{}/client/{n}", front.port())])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (n, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{n}>leaf-{n}"));
+    let chain = RuntimeChain::java();
+    let kspan = chain.kspan(&receiver);
+    chain.check_concurrent(&receiver, 16);
+    drop(kspan);
+}
+
+/// Go: goroutines, not threads, serve requests, and net/http's transport
+/// writes each call from a goroutine of its own.
+#[test]
+fn go_services_form_one_trace_and_never_cross_link() {
+    if !(prerequisites() && require_cmd("go").is_some()) {
+        return;
     }
-    let front_calls = |s: &[ReceivedSpan]| s.iter().filter(|s| s.kind == "CLIENT" && s.attr_str("url.path").is_some_and(|p| p.starts_with("/leaf/"))).count();
-    let spans = receiver.wait_for(WAIT, |s| front_calls(s) >= N && s.iter().filter(|s| s.kind == "SERVER").count() >= 2 * N).expect("spans arrive");
-    let by_id: HashMap<_, _> = spans.iter().map(|s| (s.span_id.clone(), s)).collect();
-    for call in spans.iter().filter(|s| s.kind == "CLIENT" && s.attr_str("url.path").is_some_and(|p| p.starts_with("/leaf/"))) {
-        if call.parent_span_id.is_empty() {
-            continue;
-        }
-        let parent = by_id.get(&call.parent_span_id).unwrap_or_else(|| panic!("{}: parent not among the spans", call.pretty()));
-        let n = call.attr_str("url.path").unwrap().trim_start_matches("/leaf/");
-        assert_eq!(parent.attr_str("url.path"), Some(format!("/client/{n}").as_str()), "{} under {}", call.pretty(), parent.pretty());
-    }
+    let dir = TempDir::new().unwrap();
+    let receiver = Receiver::start().expect("receiver");
+    let chain = RuntimeChain::go(&dir);
+    let kspan = chain.kspan(&receiver);
+    chain.check_sequential(&receiver, &["client/1", "client/2", "client/3", "client/4"]);
+    chain.check_concurrent(&receiver, 24);
     drop(kspan);
 }

@@ -25,8 +25,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("redis-tools", "/usr/bin/redis-cli"),
     ("mariadb-server", "/usr/sbin/mariadbd"),
     ("mariadb-client", "/usr/bin/mariadb"),
-    // tests/traces.rs runs a Java service with the source launcher (a JDK's).
+    // tests/traces.rs runs a Java service with the source launcher (a JDK's)
+    // and builds a Go one.
     ("openjdk-17-jdk-headless", "/usr/lib/jvm/java-17-openjdk-amd64/bin/javac"),
+    ("golang-go", "/usr/bin/go"),
     // tests/kernels.rs boots another kernel with kspan in an initramfs.
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ("busybox-static", "/bin/busybox"),

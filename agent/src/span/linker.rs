@@ -11,8 +11,8 @@
 //!    in flight on the same thread, but only if exactly one is in flight
 //!    there. A thread created while its creator served exactly one request
 //!    inherits that request. A thread serving none (an I/O thread that does
-//!    another thread's calls: Java's `HttpClient`, a goroutine's writeLoop,
-//!    a tokio worker) takes the process's one incoming request in flight,
+//!    another thread's calls: Java's `HttpClient`, Go's `net/http`
+//!    goroutines) takes the process's one incoming request in flight,
 //!    if exactly one is. Event loops and processes serving several requests
 //!    at once get no link: an unlinked span is better than a wrongly linked
 //!    one.
