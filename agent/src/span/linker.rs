@@ -171,8 +171,9 @@ pub struct Linker {
     requests: FxHashMap<u64, FxHashMap<u64, NodeRef>>,
     /// Incoming requests in flight, by (pid, tid) of the thread that read them.
     inflight: FxHashMap<(u32, u32), Vec<NodeRef>>,
-    /// How many of `inflight`'s requests each process has.
-    inflight_per_pid: FxHashMap<u32, usize>,
+    /// How many of `inflight`'s requests each process has, and the one
+    /// that started last.
+    inflight_per_pid: FxHashMap<u32, (usize, NodeRef)>,
     /// Threads created while their creator served exactly one request.
     inherited: FxHashMap<(u32, u32), NodeRef>,
     /// Size of `inherited` at which finished entries are next swept out.
@@ -338,12 +339,13 @@ impl Linker {
             }
         }
         self.inflight.entry((conn.pid, tid)).or_default().push(node.clone());
-        *self.inflight_per_pid.entry(conn.pid).or_default() += 1;
+        let per_pid = self.inflight_per_pid.entry(conn.pid).or_insert_with(|| (0, node.clone()));
+        *per_pid = (per_pid.0 + 1, node.clone());
         node
     }
 
     fn inflight_ended(&mut self, pid: u32, count: usize) {
-        if let Some(n) = self.inflight_per_pid.get_mut(&pid) {
+        if let Some((n, _)) = self.inflight_per_pid.get_mut(&pid) {
             *n = n.saturating_sub(count);
             if *n == 0 {
                 self.inflight_per_pid.remove(&pid);
@@ -470,14 +472,16 @@ impl Linker {
         if let Some(node) = self.inherited.get(&(pid, tid)).filter(|n| !n.borrow().done) {
             return Some(node.clone());
         }
-        // Found by a scan of every thread's list, but only when the process
-        // has exactly one request in flight: at low concurrency, where the
-        // scan is short. Busy processes fail the count first.
-        if self.inflight_per_pid.get(&pid) != Some(&1) {
-            return None;
-        }
-        let only = self.inflight.iter().find(|((p, _), list)| *p == pid && !list.is_empty());
-        let node = only.and_then(|(_, list)| list.first().cloned())?;
+        let node = match self.inflight_per_pid.get(&pid) {
+            Some((1, last)) if !last.borrow().done => last.clone(),
+            // The last to start ended first: the one left is found by a scan
+            // of every thread's list, which this rarely needs.
+            Some((1, _)) => {
+                let only = self.inflight.iter().find(|((p, _), list)| *p == pid && !list.is_empty());
+                only.and_then(|(_, list)| list.first().cloned())?
+            }
+            _ => return None,
+        };
         self.stats.linked_process_wide += 1;
         Some(node)
     }

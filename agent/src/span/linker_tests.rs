@@ -326,3 +326,18 @@ fn io_thread_call_links_nothing_while_the_process_serves_two() {
     assert_eq!(l.finish(3, 2).parent_span_id, None);
     assert_eq!(l.stats.linked_process_wide, 1);
 }
+
+/// The later of two overlapping requests ends first: the earlier is the one.
+#[test]
+fn io_thread_call_finds_the_earlier_request_when_the_later_ended() {
+    let mut l = Linker::new();
+    let in1 = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let in2 = conn(2, 200, "127.0.0.1:8000", "127.0.0.1:40002", Role::Server);
+    let out = conn(3, 200, "127.0.0.1:40003", "10.0.0.1:80", Role::Client);
+    l.request_started(&in1, Role::Server, 0, &head(None), 10, 201);
+    l.request_started(&in2, Role::Server, 0, &head(None), 11, 202);
+    l.finish(2, 0);
+    l.request_started(&out, Role::Client, 0, &head(None), 12, 250);
+    let o = l.finish(3, 0);
+    assert_eq!(o.parent_span_id, Some(l.finish(1, 0).span_id));
+}
