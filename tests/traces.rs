@@ -49,21 +49,28 @@ fn kspan_for(chain: &Chain, receiver: &Receiver) -> Kspan {
     .expect("kspan starts")
 }
 
-/// The six spans of request `n`, checked to form the expected tree.
-fn check_trace(spans: &[ReceivedSpan], chain: &Chain, n: u32) {
+/// curl's CLIENT span for `path` and every span of its trace.
+fn curl_trace<'a>(spans: &'a [ReceivedSpan], path: &str) -> (&'a ReceivedSpan, Vec<&'a ReceivedSpan>) {
     let root = spans
         .iter()
-        .find(|s| s.kind == "CLIENT" && s.resource_str("service.name") == Some("curl") && s.attr_str("url.path") == Some(&format!("/hop/{n}")))
-        .unwrap_or_else(|| panic!("no curl span for /hop/{n}"));
-    let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == root.trace_id).collect();
+        .find(|s| s.kind == "CLIENT" && s.resource_str("service.name") == Some("curl") && s.attr_str("url.path") == Some(path))
+        .unwrap_or_else(|| panic!("no curl span for {path}"));
+    (root, spans.iter().filter(|s| s.trace_id == root.trace_id).collect())
+}
+
+/// The one span of `kind` that process `pid` has in `trace`.
+fn one_in<'a>(trace: &[&'a ReceivedSpan], kind: &str, pid: u32, context: &dyn Fn() -> String) -> &'a ReceivedSpan {
+    let found: Vec<_> = trace.iter().filter(|s| s.kind == kind && s.resource_i64("process.pid") == Some(i64::from(pid))).collect();
+    assert_eq!(found.len(), 1, "one {kind} span of pid {pid} expected in the trace:\n{}", context());
+    found[0]
+}
+
+/// The six spans of request `n`, checked to form the expected tree.
+fn check_trace(spans: &[ReceivedSpan], chain: &Chain, n: u32) {
+    let (root, trace) = curl_trace(spans, &format!("/hop/{n}"));
     let dump = || trace.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
     assert_eq!(trace.len(), 6, "request {n}: one trace of six spans, got:\n{}", dump());
-    let pid = |s: &ReceivedSpan| s.resource_i64("process.pid").unwrap_or_default() as u32;
-    let one = |kind: &str, process: u32| -> &ReceivedSpan {
-        let found: Vec<_> = trace.iter().filter(|s| s.kind == kind && pid(s) == process).collect();
-        assert_eq!(found.len(), 1, "request {n}: one {kind} span of pid {process}:\n{}", dump());
-        found[0]
-    };
+    let one = |kind: &str, process: u32| one_in(&trace, kind, process, &dump);
     let a_server = one("SERVER", chain.a.pid());
     let a_client = one("CLIENT", chain.a.pid());
     let b_server = one("SERVER", chain.b.pid());
@@ -223,19 +230,10 @@ impl RuntimeChain {
         }
         let leaf_spans = |s: &[ReceivedSpan]| s.iter().filter(|s| s.kind == "SERVER" && s.attr_str("url.path").is_some_and(|p| p.starts_with("/leaf/"))).count();
         let spans = receiver.wait_for(WAIT, |s| leaf_spans(s) >= paths.len() && s.len() >= 4 * paths.len()).expect("spans arrive");
-        let pid = |s: &ReceivedSpan| s.resource_i64("process.pid").unwrap_or_default() as u32;
         let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
         for path in paths {
-            let root = spans
-                .iter()
-                .find(|s| s.kind == "CLIENT" && s.resource_str("service.name") == Some("curl") && s.attr_str("url.path") == Some(&format!("/{path}")))
-                .unwrap_or_else(|| panic!("no curl span for /{path}"));
-            let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == root.trace_id).collect();
-            let one = |kind: &str, process: u32| -> &ReceivedSpan {
-                let found: Vec<_> = trace.iter().filter(|s| s.kind == kind && pid(s) == process).collect();
-                assert_eq!(found.len(), 1, "/{path}: one {kind} span of pid {process} in curl's trace, all spans:\n{}", dump());
-                found[0]
-            };
+            let (root, trace) = curl_trace(&spans, &format!("/{path}"));
+            let one = |kind: &str, process: u32| one_in(&trace, kind, process, &dump);
             let front_server = one("SERVER", self.front.pid());
             let front_client = one("CLIENT", self.front.pid());
             let leaf_server = one("SERVER", self.leaf.pid());
