@@ -37,7 +37,12 @@ fn prerequisites() -> bool {
 }
 
 fn kspan_for(chain: &Chain, receiver: &Receiver) -> Kspan {
-    let ports = format!("{},{},{}", chain.a.port(), chain.b.port(), chain.c.port());
+    kspan_on_ports(&[chain.a.port(), chain.b.port(), chain.c.port()], receiver)
+}
+
+/// kspan tracing whatever listens on `ports`, exporting to `receiver`.
+fn kspan_on_ports(ports: &[u16], receiver: &Receiver) -> Kspan {
+    let ports = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
     Kspan::start(
         &["--open-ports", &ports],
         &[
@@ -201,15 +206,7 @@ impl RuntimeChain {
     }
 
     fn kspan(&self, receiver: &Receiver) -> Kspan {
-        Kspan::start(
-            &["--open-ports", &format!("{},{}", self.front.port(), self.leaf.port())],
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-            ],
-        )
-        .expect("kspan starts")
+        kspan_on_ports(&[self.front.port(), self.leaf.port()], receiver)
     }
 
     fn get(&self, path: &str) -> std::process::Child {
