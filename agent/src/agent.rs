@@ -1,38 +1,25 @@
-//! The pipeline, one way: ring buffer -> connection table and streams ->
-//! protocol parsers -> span builder -> exporter. One task owns every stage,
-//! so no state is shared or locked.
+//! The daemon's event loop: ring buffer -> `Pipeline` (connection table,
+//! streams, parsers, linker, span builder) -> exporter. One task owns every
+//! stage, so no state is shared or locked.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use kspan_common::{Call, Role};
 use tokio::io::unix::AsyncFd;
 
 use crate::{
     capture::{
         Capture, CaptureOptions,
-        decode::{self, ConnRecord, DataRecord, Event, ProcRecord},
+        decode::{self, Event, ProcRecord},
     },
     config::{Config, Propagate},
-    conntrack::{ConnTable, Connection, procfs},
+    conntrack::procfs,
     events_log::EventsLog,
     export::{ExportConfig, ExportMetrics, Exporter},
     metrics::Metrics,
-    process::registry::Registry,
-    protocol::{
-        db::DbEvent,
-        http1::{Http1Event, Ts},
-        http2::Http2Event,
-    },
-    span::{
-        Clock,
-        builder::SpanBuilder,
-        linker::{Linker, Propagation},
-        route::RouteTemplater,
-        sampler::Sampler,
-    },
-    stream::{AppEvent, ProtocolEvent, Streams},
+    pipeline::Pipeline,
+    span::{Clock, route::RouteTemplater, sampler::Sampler},
 };
 
 const PROC_ROOT: &str = "/proc";
@@ -65,16 +52,9 @@ const YIELD_EVERY: usize = 64;
 pub struct Agent {
     config: Config,
     capture: Capture,
-    conns: ConnTable,
-    streams: Streams,
-    builder: SpanBuilder,
-    linker: Linker,
-    registry: Registry,
+    pipeline: Pipeline,
     exporter: Exporter,
-    metrics: Metrics,
     events_log: Option<EventsLog>,
-    /// Reused for the events each record completes.
-    protocol_events: Vec<ProtocolEvent>,
     /// The last drain emptied the ring: kspan is keeping up.
     caught_up: bool,
 }
@@ -111,21 +91,23 @@ impl Agent {
             Some(path) => Some(EventsLog::create(path)?),
             None => None,
         };
+        let pipeline = Pipeline::new(
+            config.max_connections,
+            Path::new(PROC_ROOT),
+            routes,
+            Sampler::from_env().context("invalid trace sampler")?,
+            Clock::now(),
+            Metrics::new(export_metrics),
+        );
         let mut agent = Self {
-            conns: ConnTable::new(config.max_connections, Path::new(PROC_ROOT)),
-            streams: Streams::new(config.max_connections),
-            builder: SpanBuilder::new(Clock::now(), routes),
-            linker: Linker::with_sampler(Sampler::from_env().context("invalid trace sampler")?),
-            registry: Registry::new(PROC_ROOT.into(), 4096),
+            pipeline,
             exporter,
-            metrics: Metrics::new(export_metrics),
             events_log,
-            protocol_events: Vec::new(),
             caught_up: true,
             capture,
             config,
         };
-        agent.conns.snapshot_listeners();
+        agent.pipeline.conns.snapshot_listeners();
         agent.seed_allow_list(ports.as_ref())?;
         Ok((agent, events))
     }
@@ -153,7 +135,7 @@ impl Agent {
         let Some(matcher) = self.config.exe_path.clone() else {
             return false;
         };
-        self.registry.exe_path(pid).is_some_and(|exe| matcher.matches(&exe))
+        self.pipeline.registry.exe_path(pid).is_some_and(|exe| matcher.matches(&exe))
     }
 
     pub async fn run(mut self, events: RingBuf<MapData>) -> anyhow::Result<()> {
@@ -256,141 +238,35 @@ impl Agent {
         let event = match decode::decode(record) {
             Ok(event) => event,
             Err(err) => {
-                self.metrics.decode_errors.inc();
+                self.pipeline.metrics.decode_errors.inc();
                 tracing::debug!(%err, "undecodable ring-buffer record");
                 return;
             }
         };
-        self.metrics.events.inc();
-        if let Event::ConnOpen(rec) = &event {
-            self.on_conn_open(rec);
-        }
+        let exporter = &self.exporter;
+        self.pipeline.handle(&event, &mut |span| exporter.submit(span));
         if let Some(log) = &mut self.events_log {
+            // Logged once handled: an open record's connection as the table
+            // settled it (role and addresses may come from procfs).
             let resolved = match &event {
-                Event::ConnOpen(rec) => self.conns.get(rec.conn_id),
+                Event::ConnOpen(rec) => self.pipeline.conns.get(rec.conn_id),
                 _ => None,
             };
             log.write(&event, resolved);
         }
-        match event {
-            Event::Data(rec) => self.on_data(&rec),
-            Event::ConnOpen(_) => {}
-            Event::ConnClose(rec) => {
-                if let Some(conn) = self.conns.close(rec.conn_id) {
-                    let reset = rec.call == Call::Reset;
-                    self.finish_connection(&conn, rec.ts_ns, rec.tid, reset);
+        if let Event::Proc(ProcRecord::Exec { tgid, .. }) = event {
+            if self.exe_selected(tgid) {
+                if let Err(err) = self.capture.allow_pid(tgid) {
+                    tracing::warn!(pid = tgid, %err, "cannot add process to the allow-list");
                 }
-            }
-            Event::Proc(ProcRecord::Exit { tgid, ts_ns }) => {
-                for conn in self.conns.remove_process(tgid) {
-                    self.finish_connection(&conn, ts_ns, tgid, false);
-                }
-                self.linker.process_exited(tgid);
-                self.registry.forget(tgid);
-            }
-            Event::Proc(ProcRecord::Exec { tgid, .. }) => {
-                self.registry.forget(tgid);
-                if self.exe_selected(tgid) {
-                    if let Err(err) = self.capture.allow_pid(tgid) {
-                        tracing::warn!(pid = tgid, %err, "cannot add process to the allow-list");
-                    }
-                }
-            }
-            Event::Proc(ProcRecord::Fork { tgid, tid, child, .. }) => {
-                self.registry.forked(tgid, child);
-                self.linker.thread_created(tgid, tid, child);
-            }
-            Event::Injected(rec) => self.linker.injected(&rec),
-            Event::ThreadCtx { conn_id, trace_id, update, .. } => self.linker.thread_trace(conn_id, trace_id, update),
-        }
-    }
-
-    fn on_conn_open(&mut self, rec: &ConnRecord) {
-        self.registry.prime(rec.tgid, &rec.comm);
-        if let Some(displaced) = self.conns.open(rec) {
-            self.finish_connection(&displaced, rec.ts_ns, rec.tid, false);
-        }
-    }
-
-    fn on_data(&mut self, rec: &DataRecord) {
-        self.metrics.bytes_captured.add(rec.payload.len() as u64);
-        let Some(conn) = self.conns.get(rec.conn_id).cloned() else {
-            // Its open record was lost (ring buffer full): bytes of a
-            // connection we cannot place are dropped, and counted.
-            self.metrics.data_without_connection.inc();
-            return;
-        };
-        let mut events = std::mem::take(&mut self.protocol_events);
-        self.streams.on_data(&conn, rec, &mut events);
-        self.on_protocol_events(&conn, &mut events);
-        self.protocol_events = events;
-    }
-
-    fn finish_connection(&mut self, conn: &Connection, ts_ns: u64, tid: u32, reset: bool) {
-        let mut events = self.streams.on_close(conn, ts_ns, tid, reset);
-        self.on_protocol_events(conn, &mut events);
-        self.linker.connection_closed(conn.id);
-    }
-
-    fn on_protocol_events(&mut self, conn: &Connection, events: &mut Vec<ProtocolEvent>) {
-        for ev in events.drain(..) {
-            let built = match &ev.event {
-                AppEvent::Http1(Http1Event::RequestStarted { seq, head, first }) => {
-                    let w3c = Propagation {
-                        traceparent: head.traceparent.as_deref(),
-                        tracestate: head.tracestate.as_deref(),
-                    };
-                    self.request_started(conn, &ev, *seq, &w3c, first);
-                    continue;
-                }
-                AppEvent::Http2(Http2Event::StreamStarted { stream_id, request, first }) => {
-                    let w3c = Propagation {
-                        traceparent: request.traceparent.as_deref(),
-                        tracestate: request.tracestate.as_deref(),
-                    };
-                    self.request_started(conn, &ev, u64::from(*stream_id), &w3c, first);
-                    continue;
-                }
-                AppEvent::Db(_, DbEvent::Started { seq, first }) => {
-                    self.request_started(conn, &ev, *seq, &Propagation::default(), first);
-                    continue;
-                }
-                AppEvent::Db(system, DbEvent::Exchange(ex)) => {
-                    let ctx = self.linker.finish(conn.id, ex.seq);
-                    self.builder.db(conn, ev.role, *system, ex, self.registry.resource(ev.pid), ctx)
-                }
-                AppEvent::Http1(Http1Event::Exchange(ex)) => {
-                    let ctx = self.linker.finish(conn.id, ex.seq);
-                    self.builder.http1(conn, ev.role, ex, self.registry.resource(ev.pid), ctx)
-                }
-                AppEvent::Http2(Http2Event::Exchange(ex)) => {
-                    let ctx = self.linker.finish(conn.id, u64::from(ex.stream_id));
-                    self.builder.http2(conn, ev.role, ex, self.registry.resource(ev.pid), ctx)
-                }
-            };
-            match built {
-                Ok(span) => {
-                    self.metrics.spans.inc();
-                    self.exporter.submit(span);
-                }
-                Err(_) => self.metrics.spans_sampled_out.inc(),
             }
         }
-    }
-
-    /// A request (or database command) began: the linker allocates its
-    /// context now, before either span is complete.
-    fn request_started(&mut self, conn: &Connection, ev: &ProtocolEvent, seq: u64, w3c: &Propagation, first: &Ts) {
-        // A server's request starts when its read returns; a client's when
-        // its write begins (see span timing).
-        let started_ns = if ev.role == Role::Server { first.exit_ns } else { first.enter_ns };
-        let peer_traced = self.conns.peer_tracked(conn);
-        self.linker.request_started_with_peer(conn, ev.role, seq, w3c, started_ns, ev.tid, peer_traced);
     }
 
     fn log_metrics(&mut self) {
         let kernel = self.capture.counters().unwrap_or_default();
-        self.metrics.log(&kernel, &self.conns.stats, self.conns.len(), self.streams.len());
+        let p = &self.pipeline;
+        p.metrics.log(&kernel, &p.conns.stats, p.conns.len(), p.streams.len());
     }
 }
 

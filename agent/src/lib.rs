@@ -12,6 +12,7 @@ pub mod conntrack;
 pub mod events_log;
 pub mod export;
 pub mod metrics;
+pub mod pipeline;
 pub mod process;
 pub mod protocol;
 pub mod span;
