@@ -254,12 +254,11 @@ impl Agent {
             };
             log.write(&event, resolved);
         }
-        if let Event::Proc(ProcRecord::Exec { tgid, .. }) = event {
-            if self.exe_selected(tgid) {
-                if let Err(err) = self.capture.allow_pid(tgid) {
-                    tracing::warn!(pid = tgid, %err, "cannot add process to the allow-list");
-                }
-            }
+        if let Event::Proc(ProcRecord::Exec { tgid, .. }) = event
+            && self.exe_selected(tgid)
+            && let Err(err) = self.capture.allow_pid(tgid)
+        {
+            tracing::warn!(pid = tgid, %err, "cannot add process to the allow-list");
         }
     }
 

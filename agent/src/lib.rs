@@ -3,7 +3,9 @@
 //! The pipeline runs one way: `capture` (kernel programs, ring buffer) ->
 //! `conntrack` (connection table) -> `stream` (reassembly, protocol
 //! detection) -> `protocol` (parsers) -> `span` (builder, trace linker) ->
-//! `export` (OTLP, terminal). The binary is a thin `main` over `agent`.
+//! `export` (OTLP, terminal). `pipeline` chains the stages between the ring
+//! buffer and the exporter; `agent` runs the event loop around it, and the
+//! binary is a thin `main` over `agent`.
 
 pub mod agent;
 pub mod capture;
