@@ -1,7 +1,7 @@
 //! Header blocks: httparse does the syntax; this module keeps the few
 //! fields spans need and decides body framing.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, mem::MaybeUninit};
 
 use super::body::BodyKind;
 use super::{RequestHead, ResponseHead};
@@ -51,12 +51,16 @@ fn config() -> httparse::ParserConfig {
     c
 }
 
+/// Header slots httparse fills itself: initialising 64 slots first cost
+/// more than parsing a typical head.
+type Slot<'b> = MaybeUninit<httparse::Header<'b>>;
+
 /// Parses a request head at the start of `bytes`.
 pub(super) fn parse_request(bytes: &[u8]) -> Parsed<RequestHead> {
-    let mut stack = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut stack = [const { Slot::uninit() }; MAX_HEADERS];
     match try_request(bytes, &mut stack) {
         Parsed::TooManyHeaders => {
-            let mut heap = vec![httparse::EMPTY_HEADER; retry_slots(bytes)];
+            let mut heap = vec![Slot::uninit(); retry_slots(bytes)];
             try_request(bytes, &mut heap)
         }
         other => other,
@@ -65,10 +69,10 @@ pub(super) fn parse_request(bytes: &[u8]) -> Parsed<RequestHead> {
 
 /// Parses a response head at the start of `bytes`.
 pub(super) fn parse_response(bytes: &[u8]) -> Parsed<ParsedResponse> {
-    let mut stack = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut stack = [const { Slot::uninit() }; MAX_HEADERS];
     match try_response(bytes, &mut stack) {
         Parsed::TooManyHeaders => {
-            let mut heap = vec![httparse::EMPTY_HEADER; retry_slots(bytes)];
+            let mut heap = vec![Slot::uninit(); retry_slots(bytes)];
             try_response(bytes, &mut heap)
         }
         other => other,
@@ -81,9 +85,9 @@ fn retry_slots(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'\n').count().clamp(MAX_HEADERS, MAX_HEADERS_RETRY)
 }
 
-fn try_request<'b>(bytes: &'b [u8], slots: &mut [httparse::Header<'b>]) -> Parsed<RequestHead> {
-    let mut req = httparse::Request::new(slots);
-    match config().parse_request(&mut req, bytes) {
+fn try_request<'b>(bytes: &'b [u8], slots: &mut [Slot<'b>]) -> Parsed<RequestHead> {
+    let mut req = httparse::Request::new(&mut []);
+    match config().parse_request_with_uninit_headers(&mut req, bytes, slots) {
         Ok(httparse::Status::Complete(len)) => match request_head(&req, len) {
             Some(head) => Parsed::Complete { len, head },
             None => Parsed::Invalid,
@@ -94,9 +98,9 @@ fn try_request<'b>(bytes: &'b [u8], slots: &mut [httparse::Header<'b>]) -> Parse
     }
 }
 
-fn try_response<'b>(bytes: &'b [u8], slots: &mut [httparse::Header<'b>]) -> Parsed<ParsedResponse> {
-    let mut resp = httparse::Response::new(slots);
-    match config().parse_response(&mut resp, bytes) {
+fn try_response<'b>(bytes: &'b [u8], slots: &mut [Slot<'b>]) -> Parsed<ParsedResponse> {
+    let mut resp = httparse::Response::new(&mut []);
+    match config().parse_response_with_uninit_headers(&mut resp, bytes, slots) {
         Ok(httparse::Status::Complete(len)) => match response_head(&resp) {
             Some(head) => Parsed::Complete { len, head },
             None => Parsed::Invalid,
