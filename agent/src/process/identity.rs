@@ -1,6 +1,7 @@
 //! Service identity of a traced process, and the OTLP resource built from it.
 
 use std::fs;
+use std::io;
 use std::path::Path;
 
 use crate::process::ProcError;
@@ -54,7 +55,7 @@ impl ProcessInfo {
         let stat = fs::read_to_string(&stat_path).map_err(|e| ProcError::from_io(pid, &stat_path, e))?;
         let (comm, ppid, start_time_ticks) = parse_stat(&stat).ok_or(ProcError::Malformed { path: stat_path })?;
         let cmdline_path = dir.join("cmdline");
-        let cmdline = match fs::read(&cmdline_path) {
+        let cmdline = match read_from_process_memory(&cmdline_path) {
             Ok(raw) => split_nul(&raw),
             Err(e) => match ProcError::from_io(pid, &cmdline_path, e) {
                 gone @ ProcError::Gone { .. } => return Err(gone),
@@ -79,7 +80,7 @@ impl ProcessInfo {
         .unwrap_or_else(|| comm.clone());
         // Unreadable environ (another user's process without CAP_SYS_PTRACE,
         // a zombie) is normal: fall back to the executable quietly.
-        let (env_service, attrs_raw) = match fs::read(dir.join("environ")) {
+        let (env_service, attrs_raw) = match read_from_process_memory(&dir.join("environ")) {
             Ok(raw) => otel_env(&raw),
             Err(e) => {
                 tracing::debug!(pid, error = %e, "environ unreadable");
@@ -250,6 +251,31 @@ pub(crate) fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
     let fields: Vec<&str> = stat.get(close + 1..)?.split_ascii_whitespace().collect();
     // fields[0] is field 3 (state) of proc(5).
     Some((comm, fields.get(1)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// First read of `read_from_process_memory`: more than almost any command
+/// line or environment holds.
+const PROCESS_MEMORY_READ: usize = 64 * 1024;
+
+/// Reads `/proc/PID/cmdline` or `environ`. Those are copied out of the
+/// process's memory on each read(), and once the process is exiting a later
+/// read finds that memory gone and returns 0, which looks like the end:
+/// `fs::read` starts with a 32-byte read, so a child exiting just then got a
+/// command line cut after 32 bytes (and the service name of a bare
+/// `python3`). Within one read the kernel holds the memory, so one big read
+/// gets the whole of it; only longer contents need a second.
+fn read_from_process_memory(path: &Path) -> io::Result<Vec<u8>> {
+    read_whole_first(fs::File::open(path)?, PROCESS_MEMORY_READ)
+}
+
+fn read_whole_first(mut file: impl io::Read, first: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; first];
+    let n = file.read(&mut buf)?;
+    buf.truncate(n);
+    if n == first {
+        file.read_to_end(&mut buf)?;
+    }
+    Ok(buf)
 }
 
 pub(super) fn split_nul(raw: &[u8]) -> Vec<String> {
@@ -574,5 +600,41 @@ mod tests {
         let h = HostInfo::read_from(&empty.0);
         assert_eq!((h.host_name, h.host_id), (uts_host_name().unwrap(), None));
         assert!(!HostInfo::read().host_name.is_empty());
+    }
+
+    /// Memory of an exiting process: the first read() is served whole, any
+    /// later one finds nothing (as /proc/PID/cmdline does once the process's
+    /// memory is torn down).
+    struct ExitingProcess<'a> {
+        memory: &'a [u8],
+        reads: usize,
+    }
+
+    impl std::io::Read for ExitingProcess<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.reads += 1;
+            if self.reads > 1 {
+                return Ok(0);
+            }
+            let n = buf.len().min(self.memory.len());
+            buf[..n].copy_from_slice(&self.memory[..n]);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_command_line_is_read_whole_even_as_its_process_exits() {
+        let cmdline = b"/tmp/fresh/target/test-venv/bin/python3\0/tmp/fresh/tests/peers/fork_server.py\x0042079\0";
+        let read = read_whole_first(ExitingProcess { memory: cmdline, reads: 0 }, PROCESS_MEMORY_READ).unwrap();
+        assert_eq!(split_nul(&read), argv("/tmp/fresh/target/test-venv/bin/python3 /tmp/fresh/tests/peers/fork_server.py 42079"));
+    }
+
+    #[test]
+    fn contents_longer_than_the_first_read_are_read_on() {
+        let long: Vec<u8> = (0..10_000u32).flat_map(|i| format!("arg{i}\0").into_bytes()).collect();
+        assert_eq!(read_whole_first(std::io::Cursor::new(&long), 1000).unwrap(), long);
+        assert_eq!(read_whole_first(std::io::Cursor::new(&long), long.len()).unwrap(), long);
+        let own = read_from_process_memory(Path::new("/proc/self/cmdline")).unwrap();
+        assert!(!split_nul(&own).is_empty());
     }
 }
