@@ -455,3 +455,81 @@ fn wait_for_close(log: &std::path::Path, pid: u32) -> Vec<serde_json::Value> {
     assert!(closed, "no close record for the server ({pid})");
     events_log(log).into_iter().filter(|e| e["pid"] == pid && e["type"] == "data").collect()
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// PEM files in `dir`.
+fn write_pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // rcgen's default subject is the same for every certificate, which
+    // would make each leaf look self-signed to OpenSSL.
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "kspan test CA");
+    std::fs::write(dir.join("ca.pem"), ca_params.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    for (name, san, usage) in [
+        ("server", "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
+        ("client", "kspan", ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![san.to_owned()]).unwrap();
+        params.extended_key_usages = vec![usage];
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        std::fs::write(dir.join(format!("{name}.pem")), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// `https://` export with mutual TLS and gzip, over both transports, to the
+/// Python receiver (grpcio and the ssl module, not kspan's own TLS stack):
+/// what a collector behind TLS with client certificates would get.
+#[test]
+fn exports_over_mutual_tls_with_gzip() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = TempDir::new().expect("temp dir");
+    write_pki(dir.path());
+    let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let receiver = Receiver::start_with(&[
+        "--tls-cert",
+        &file("server.pem"),
+        "--tls-key",
+        &file("server.key"),
+        "--tls-client-ca",
+        &file("ca.pem"),
+    ])
+    .expect("TLS receiver");
+    assert!(receiver.grpc_endpoint.starts_with("https://"), "{}", receiver.grpc_endpoint);
+    let port = free_port();
+    let _app = python_app(port);
+    for (protocol, endpoint) in [("grpc", &receiver.grpc_endpoint), ("http/protobuf", &receiver.http_endpoint)] {
+        let kspan = Kspan::start(
+            &["--open-ports", &port.to_string()],
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", &file("ca.pem")),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &file("client.pem")),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &file("client.key")),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ],
+        )
+        .expect("kspan starts");
+        let id = if protocol == "grpc" { 71 } else { 72 };
+        curl(&[&format!("http://127.0.0.1:{port}/users/{id}")]);
+        let path = format!("/users/{id}");
+        let spans = receiver.wait_for(WAIT, |s| {
+            s.iter().any(|s| s.kind == "SERVER" && s.attr_str("url.path") == Some(path.as_str()))
+        });
+        let spans = spans.unwrap_or_else(|e| panic!("{protocol}: {e}\nkspan log:\n{}\nreceiver log:\n{}", kspan.log(), receiver.log()));
+        let span = spans.iter().find(|s| s.attr_str("url.path") == Some(path.as_str())).unwrap();
+        assert_eq!(span.transport, if protocol == "grpc" { "grpc" } else { "http" });
+        if protocol != "grpc" {
+            assert_eq!(span.header("content-encoding"), Some("gzip"), "{span:?}");
+        }
+        drop(kspan);
+    }
+}

@@ -39,6 +39,7 @@ import json
 import math
 import os
 import signal
+import ssl
 import sys
 import threading
 import zlib
@@ -256,7 +257,7 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-def start_grpc(sink: Sink, port: int) -> tuple[grpc.Server, int]:
+def start_grpc(sink: Sink, port: int, tls: "Tls | None") -> tuple[grpc.Server, int]:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8),
         options=[
@@ -268,7 +269,15 @@ def start_grpc(sink: Sink, port: int) -> tuple[grpc.Server, int]:
         ],
     )
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(sink), server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    else:
+        creds = grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)],
+            root_certificates=tls.client_ca,
+            require_client_auth=tls.client_ca is not None,
+        )
+        bound = server.add_secure_port(f"127.0.0.1:{port}", creds)
     if bound == 0:
         raise OSError(f"cannot bind gRPC port 127.0.0.1:{port}")
     server.start()
@@ -418,9 +427,18 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_GET
 
 
-def start_http(sink: Sink, port: int) -> tuple[ThreadingHTTPServer, int]:
+def start_http(sink: Sink, port: int, tls: "Tls | None") -> tuple[ThreadingHTTPServer, int]:
     handler = type("BoundHandler", (Handler,), {"sink": sink})
     httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    if tls is not None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tls.cert_path, tls.key_path)
+        if tls.client_ca is not None:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(tls.client_ca_path)
+        # The handshake runs in the request's own thread, not in accept(),
+        # so a client that fails it cannot stall the others.
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
     httpd.daemon_threads = True  # don't let an idle keep-alive connection block exit
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
                      name="otlp-http", daemon=True).start()
@@ -430,6 +448,22 @@ def start_http(sink: Sink, port: int) -> tuple[ThreadingHTTPServer, int]:
 # ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
+
+class Tls:
+    """Server certificate and key, and the CA client certificates must come
+    from (None: no client certificate asked for)."""
+
+    def __init__(self, cert_path: str, key_path: str, client_ca_path: "str | None"):
+        self.cert_path, self.key_path, self.client_ca_path = cert_path, key_path, client_ca_path
+        with open(cert_path, "rb") as f:
+            self.cert = f.read()
+        with open(key_path, "rb") as f:
+            self.key = f.read()
+        self.client_ca = None
+        if client_ca_path:
+            with open(client_ca_path, "rb") as f:
+                self.client_ca = f.read()
+
 
 def write_ready(path: str, info: dict) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
@@ -448,7 +482,11 @@ def main(argv=None) -> int:
                     help="write one {batch_total, batch_server} line per request, not one per span")
     ap.add_argument("--fail-first", type=int, default=0,
                     help="answer UNAVAILABLE/503 to the first N export requests")
+    ap.add_argument("--tls-cert", help="serve both transports over TLS with this PEM certificate")
+    ap.add_argument("--tls-key", help="the PEM private key of --tls-cert")
+    ap.add_argument("--tls-client-ca", help="demand client certificates signed by this PEM CA")
     args = ap.parse_args(argv)
+    tls = Tls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
 
     stop = threading.Event()
     # Installed before binding so a SIGTERM that arrives during start-up still
@@ -459,14 +497,14 @@ def main(argv=None) -> int:
     sink = Sink(args.out, args.fail_first, args.count_only)
     grpc_server = None
     try:
-        grpc_server, grpc_port = start_grpc(sink, args.grpc_port)
-        httpd, http_port = start_http(sink, args.http_port)
+        grpc_server, grpc_port = start_grpc(sink, args.grpc_port, tls)
+        httpd, http_port = start_http(sink, args.http_port, tls)
     except (OSError, RuntimeError) as e:  # grpcio raises RuntimeError on bind failure
         log(f"cannot start (grpc port {args.grpc_port}, http port {args.http_port}): {e}")
         if grpc_server is not None:
             grpc_server.stop(grace=0)
         return 1
-    info = {"grpc": grpc_port, "http": http_port, "pid": os.getpid()}
+    info = {"grpc": grpc_port, "http": http_port, "pid": os.getpid(), "tls": tls is not None}
     if args.ready_file:
         write_ready(args.ready_file, info)
     log(f"listening grpc=127.0.0.1:{grpc_port} http=127.0.0.1:{http_port} "

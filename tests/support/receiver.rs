@@ -26,6 +26,9 @@ pub struct Receiver {
 struct ReadyInfo {
     grpc: u16,
     http: u16,
+    /// Started with `--tls-cert`: both transports speak TLS.
+    #[serde(default)]
+    tls: bool,
 }
 
 impl Receiver {
@@ -84,9 +87,10 @@ impl Receiver {
                 read_log(&log)
             );
         };
+        let scheme = if info.tls { "https" } else { "http" };
         Ok(Receiver {
-            grpc_endpoint: format!("http://127.0.0.1:{}", info.grpc),
-            http_endpoint: format!("http://127.0.0.1:{}", info.http),
+            grpc_endpoint: format!("{scheme}://127.0.0.1:{}", info.grpc),
+            http_endpoint: format!("{scheme}://127.0.0.1:{}", info.http),
             grpc_port: info.grpc,
             http_port: info.http,
             out,

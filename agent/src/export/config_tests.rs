@@ -166,7 +166,8 @@ fn schemeless_grpc_endpoint_follows_insecure() {
     ];
     let o = otlp(&[base[0], base[1], ("OTEL_EXPORTER_OTLP_INSECURE", "true")]);
     assert_eq!(o.endpoint, "http://c:4317");
-    err(&base, "OTEL_EXPORTER_OTLP_ENDPOINT", "TLS");
+    // The spec's default is secure.
+    assert_eq!(otlp(&base).endpoint, "https://c:4317");
 }
 
 #[test]
@@ -175,7 +176,21 @@ fn bad_endpoints_are_rejected() {
     err(&[(var, "collector:4318")], var, "URL");
     err(&[(var, "ftp://c")], var, "scheme");
     err(&[(var, "http://")], var, "host");
-    err(&[(var, "https://c:4318/v1/traces")], var, "TLS");
+    assert_eq!(otlp(&[(var, "https://c:4318/v1/traces")]).endpoint, "https://c:4318/v1/traces");
+}
+
+#[test]
+fn compression_signal_variable_wins() {
+    let ep = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
+    assert_eq!(otlp(&[ep]).compression, Compression::None);
+    assert_eq!(otlp(&[ep, ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")]).compression, Compression::Gzip);
+    let o = otlp(&[
+        ep,
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+    ]);
+    assert_eq!(o.compression, Compression::None);
+    err(&[ep, ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")], "OTEL_EXPORTER_OTLP_COMPRESSION", "gzip or none");
 }
 
 #[test]

@@ -25,6 +25,8 @@ fn config(endpoint: String, protocol: OtlpProtocol, timeout: Duration) -> Export
             protocol,
             headers: vec![("x-kspan-test".into(), "a b=c".into())],
             timeout,
+            compression: super::config::Compression::None,
+            tls: super::tls::TlsConfig::default(),
         }),
         max_queue_size: 100,
         schedule_delay: Duration::from_millis(50),
@@ -324,4 +326,93 @@ async fn start_outside_runtime_is_an_error() {
         .join()
         .unwrap();
     assert!(matches!(result, Some(ExportError::NoRuntime)), "{result:?}");
+}
+
+/// What the exporter is told to trust and present, as the variables would
+/// name it.
+struct ClientTls<'a> {
+    ca: &'a str,
+    identity: bool,
+}
+
+/// Exports one span over TLS with gzip to a receiver that demands a client
+/// certificate; returns what arrived and the exporter's metrics.
+async fn tls_export(
+    protocol: OtlpProtocol,
+    client: ClientTls<'_>,
+) -> (Vec<Captured>, Arc<ExportMetrics>) {
+    let pki = super::test_pki::pki();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = test_receiver::ServerTls {
+        cert_pem: pki.server_cert_pem.clone(),
+        key_pem: pki.server_key_pem.clone(),
+        client_ca_pem: Some(pki.ca_pem.clone()),
+    };
+    let (mut rx, path) = match protocol {
+        OtlpProtocol::Grpc => (test_receiver::grpc_tls(listener, &server), ""),
+        _ => (test_receiver::https(listener, &server), "/v1/traces"),
+    };
+    let mut vars = vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.path(client.ca))];
+    if client.identity {
+        vars.push(("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", pki.path("client.pem")));
+        vars.push(("OTEL_EXPORTER_OTLP_CLIENT_KEY", pki.path("client.key")));
+    }
+    let lookup = |k: &str| vars.iter().find(|(name, _)| *name == k).map(|(_, v)| v.clone());
+    let mut cfg = config(format!("https://{addr}{path}"), protocol, Duration::from_millis(1500));
+    if let Some(otlp) = cfg.otlp.as_mut() {
+        otlp.tls = super::tls::TlsConfig::from_lookup(&lookup).unwrap();
+        otlp.compression = super::config::Compression::Gzip;
+    }
+    let metrics = Arc::new(ExportMetrics::default());
+    let exporter = Exporter::start(cfg, Arc::clone(&metrics)).unwrap();
+    exporter.submit(span(&resource(1, "secure"), 9));
+    exporter.shutdown().await;
+    let mut got = Vec::new();
+    while let Some(c) = rx.next(Duration::from_millis(200)).await {
+        got.push(c);
+    }
+    (got, metrics)
+}
+
+fn span_ids(got: &[Captured]) -> Vec<u8> {
+    got.iter()
+        .flat_map(|c| &c.request.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| s.span_id[7])
+        .collect()
+}
+
+#[tokio::test]
+async fn grpc_exports_over_mutual_tls_with_gzip() {
+    let (got, metrics) = tls_export(OtlpProtocol::Grpc, ClientTls { ca: "ca.pem", identity: true }).await;
+    assert_eq!(span_ids(&got), vec![9], "{:?}", metrics.spans_failed);
+    assert_eq!(got[0].header("grpc-encoding"), Some("gzip"), "{:?}", got[0].headers);
+}
+
+#[tokio::test]
+async fn https_exports_over_mutual_tls_with_gzip() {
+    let (got, _) = tls_export(OtlpProtocol::HttpProtobuf, ClientTls { ca: "ca.pem", identity: true }).await;
+    assert_eq!(span_ids(&got), vec![9]);
+    assert_eq!(got[0].header("content-encoding"), Some("gzip"));
+    assert_eq!(got[0].body.get(..2), Some(&[0x1f, 0x8b][..]), "a gzip stream");
+}
+
+/// A server kspan was not told to trust, or one that wants a client
+/// certificate kspan lacks: nothing is delivered, and the loss is counted.
+#[tokio::test]
+async fn tls_refusals_are_counted_not_delivered() {
+    for protocol in [OtlpProtocol::Grpc, OtlpProtocol::HttpProtobuf] {
+        for client in [ClientTls { ca: "other-ca.pem", identity: true }, ClientTls { ca: "ca.pem", identity: false }] {
+            let (ca, identity) = (client.ca, client.identity);
+            let (got, metrics) = tls_export(protocol, client).await;
+            assert!(span_ids(&got).is_empty(), "{protocol:?} {ca} identity={identity}: delivered anyway");
+            assert_eq!(
+                metrics.spans_failed.load(Ordering::Relaxed),
+                1,
+                "{protocol:?} {ca} identity={identity}: the lost span is counted"
+            );
+        }
+    }
 }

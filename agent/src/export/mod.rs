@@ -7,6 +7,7 @@ mod headers;
 mod otlp;
 mod otlp_json;
 pub mod proto;
+mod tls;
 mod transport;
 mod printer;
 mod queue;
@@ -18,6 +19,8 @@ mod e2e_tests;
 mod test_receiver;
 #[cfg(test)]
 mod test_util;
+#[cfg(test)]
+mod test_pki;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

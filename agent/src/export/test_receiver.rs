@@ -10,8 +10,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -90,12 +90,86 @@ impl TraceService for Grpc {
 }
 
 pub(crate) fn grpc(listener: TcpListener) -> Receiver {
+    grpc_with(listener, None)
+}
+
+/// Serves TLS with `tls`'s server certificate and, when it names a client
+/// CA, demands a client certificate signed by it.
+pub(crate) fn grpc_tls(listener: TcpListener, tls: &ServerTls) -> Receiver {
+    let mut config = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+    if let Some(ca) = &tls.client_ca_pem {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+    }
+    grpc_with(listener, Some(config))
+}
+
+fn grpc_with(listener: TcpListener, tls: Option<tonic::transport::ServerTlsConfig>) -> Receiver {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Grpc(tx)))
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).expect("server TLS config");
+        }
+        let service = TraceServiceServer::new(Grpc(tx))
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let _ = server
+            .add_service(service)
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await;
+    });
+    Receiver { rx, task }
+}
+
+/// A TLS receiver's certificate and key, and the CA its clients must
+/// present a certificate from (none: no client certificate asked for).
+pub(crate) struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub client_ca_pem: Option<String>,
+}
+
+/// OTLP/HTTP over TLS: like [`http`].
+pub(crate) fn https(listener: TcpListener, tls: &ServerTls) -> Receiver {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .expect("server certificate");
+    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).expect("server key");
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(std::sync::Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions");
+    let builder = match &tls.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots.add(cert.expect("client CA")).expect("client CA");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(certs, key).expect("server TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            conns.push(AbortOnDrop(tokio::spawn(async move {
+                // A client that does not trust us, or that we do not
+                // trust, fails the handshake: nothing is captured.
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    serve_http(stream, tx).await;
+                }
+            })));
+        }
     });
     Receiver { rx, task }
 }
@@ -120,7 +194,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn serve_http(mut stream: TcpStream, tx: mpsc::UnboundedSender<Captured>) {
+async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, tx: mpsc::UnboundedSender<Captured>) {
     let mut buf = Vec::new();
     loop {
         let (head_len, path, headers) = loop {
@@ -162,9 +236,20 @@ async fn serve_http(mut stream: TcpStream, tx: mpsc::UnboundedSender<Captured>) 
             }
         }
         let body: Vec<u8> = buf.drain(..head_len + len).skip(head_len).collect();
-        let request = match header("content-type").as_deref() {
-            Some("application/json") => serde_json::from_slice(&body).ok(),
-            _ => ExportTraceServiceRequest::decode(body.as_slice()).ok(),
+        let plain = match header("content-encoding").as_deref() {
+            Some("gzip") => {
+                let mut plain = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body.as_slice()), &mut plain)
+                    .ok()
+                    .map(|_| plain)
+            }
+            None => Some(body.clone()),
+            Some(_) => None,
+        };
+        let request = match (plain, header("content-type").as_deref()) {
+            (None, _) => None,
+            (Some(plain), Some("application/json")) => serde_json::from_slice(&plain).ok(),
+            (Some(plain), _) => ExportTraceServiceRequest::decode(plain.as_slice()).ok(),
         };
         let (status, request) = match request {
             Some(r) => ("200 OK", Some(r)),
@@ -187,7 +272,7 @@ async fn serve_http(mut stream: TcpStream, tx: mpsc::UnboundedSender<Captured>) 
     }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> bool {
     let mut chunk = [0_u8; 16 * 1024];
     match stream.read(&mut chunk).await {
         Ok(0) | Err(_) => false,

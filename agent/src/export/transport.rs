@@ -11,7 +11,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
 use super::ExportError;
-use super::config::{OtlpConfig, OtlpProtocol};
+use super::config::{Compression, OtlpConfig, OtlpProtocol};
 
 const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -31,7 +31,7 @@ pub struct SendError {
 
 enum Client {
     Grpc { grpc: tonic::client::Grpc<Channel>, metadata: MetadataMap },
-    Http { client: reqwest::Client, endpoint: String, headers: reqwest::header::HeaderMap, json: bool },
+    Http { client: reqwest::Client, endpoint: String, headers: reqwest::header::HeaderMap, json: bool, gzip: bool },
 }
 
 pub struct Transport {
@@ -48,22 +48,33 @@ impl Transport {
         };
         let client = match config.protocol {
             OtlpProtocol::Grpc => {
-                let channel = Endpoint::from_shared(config.endpoint.clone())
+                let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
                     .map_err(|e| bad(e.to_string()))?
                     .timeout(config.timeout)
-                    .connect_timeout(config.timeout)
-                    .connect_lazy();
+                    .connect_timeout(config.timeout);
+                if is_https(&config.endpoint) {
+                    endpoint = endpoint
+                        .tls_config(config.tls.tonic_client_config())
+                        .map_err(|e| bad(format!("cannot set up TLS: {e}")))?;
+                }
                 let metadata = MetadataMap::from_headers(header_map(&config.headers)?);
-                Client::Grpc { grpc: tonic::client::Grpc::new(channel), metadata }
+                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy());
+                if config.compression == Compression::Gzip {
+                    grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+                }
+                Client::Grpc { grpc, metadata }
             }
             OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
                 let headers = header_map(&config.headers)?;
+                let tls = config.tls.rustls_client_config().map_err(|e| bad(format!("cannot set up TLS: {e}")))?;
                 let client = reqwest::Client::builder()
                     .timeout(config.timeout)
+                    .tls_backend_preconfigured(tls)
                     .build()
                     .map_err(|e| bad(format!("cannot build the HTTP client: {e}")))?;
                 let json = config.protocol == OtlpProtocol::HttpJson;
-                Client::Http { client, endpoint: config.endpoint.clone(), headers, json }
+                let gzip = config.compression == Compression::Gzip;
+                Client::Http { client, endpoint: config.endpoint.clone(), headers, json, gzip }
             }
         };
         Ok(Self { client })
@@ -111,21 +122,33 @@ impl Transport {
                     Ok(_) => Ok(()),
                     Err(status) => Err(SendError {
                         retryable: grpc_retryable(status.code()),
-                        message: format!("gRPC {:?}: {}", status.code(), status.message()),
+                        message: with_causes(
+                            format!("gRPC {:?}: {}", status.code(), status.message()),
+                            std::error::Error::source(&status),
+                        ),
                         retry_after: None,
                     }),
                 }
             }
-            Client::Http { client, endpoint, headers, json } => {
+            Client::Http { client, endpoint, headers, json, gzip } => {
                 let content_type = if *json { "application/json" } else { "application/x-protobuf" };
-                let response = client
+                let mut request = client
                     .post(endpoint.as_str())
                     .headers(headers.clone())
-                    .header(reqwest::header::CONTENT_TYPE, content_type)
-                    .body(body)
+                    .header(reqwest::header::CONTENT_TYPE, content_type);
+                request = if *gzip {
+                    request.header(reqwest::header::CONTENT_ENCODING, "gzip").body(gzip_body(&body))
+                } else {
+                    request.body(body)
+                };
+                let response = request
                     .send()
                     .await
-                    .map_err(|e| SendError { message: format!("HTTP request failed: {e}"), retryable: true, retry_after: None })?;
+                    .map_err(|e| SendError {
+                        message: with_causes(format!("HTTP request failed: {e}"), std::error::Error::source(&e)),
+                        retryable: true,
+                        retry_after: None,
+                    })?;
                 let status = response.status();
                 if status.is_success() {
                     return Ok(());
@@ -143,6 +166,45 @@ impl Transport {
             }
         }
     }
+}
+
+/// `message` followed by the error's causes: a bare "transport error" does
+/// not say that the collector's certificate was not trusted.
+fn with_causes(mut message: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Wrappers often repeat their cause's text.
+        if !message.contains(&cause_text) {
+            message.push_str(": ");
+            message.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if message.contains("CaUsedAsEndEntity") {
+        // `openssl req -x509` marks its certificates CA:TRUE by default,
+        // which rustls refuses as a server's own certificate.
+        message.push_str(
+            " (the collector presents a CA certificate as its own: issue it from a CA, \
+             or make it with basicConstraints=critical,CA:FALSE)",
+        );
+    }
+    message
+}
+
+fn is_https(endpoint: &str) -> bool {
+    endpoint.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+}
+
+/// Compressed per attempt rather than once per batch: retries are rare, and
+/// keeping the plain body lets the retry loop stay protocol-agnostic.
+fn gzip_body(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    // Level 1: most of the size saving for a fraction of level 6's CPU, on
+    // the repetitive attribute keys and values of a span batch.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(body);
+    encoder.finish().unwrap_or_default()
 }
 
 /// The configured headers (`OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`), for
@@ -219,5 +281,26 @@ mod tests {
         assert!(!grpc_retryable(tonic::Code::InvalidArgument));
         assert!(!grpc_retryable(tonic::Code::Unauthenticated));
         assert!(!grpc_retryable(tonic::Code::Unimplemented));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("transport error")]
+    struct Transport(#[source] Certificate);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("invalid peer certificate: {0}")]
+    struct Certificate(&'static str);
+
+    #[test]
+    fn failures_name_their_root_cause_once() {
+        let err = Transport(Certificate("UnknownIssuer"));
+        assert_eq!(
+            with_causes("gRPC Unavailable: invalid peer certificate: UnknownIssuer".into(), Some(&err)),
+            "gRPC Unavailable: invalid peer certificate: UnknownIssuer: transport error"
+        );
+        let err = Transport(Certificate("Other(OtherError(CaUsedAsEndEntity))"));
+        let message = with_causes("HTTP request failed".into(), Some(&err));
+        assert!(message.starts_with("HTTP request failed: transport error: invalid peer certificate: Other"), "{message}");
+        assert!(message.contains("CA:FALSE"), "a hint at the usual cause: {message}");
     }
 }
