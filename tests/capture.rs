@@ -230,6 +230,43 @@ fn bpf_ids(kind: &str) -> Vec<u64> {
     list.iter().filter_map(|o| o["id"].as_u64()).collect()
 }
 
+/// A kernel whose verifier refuses the socket capture programs (simulated,
+/// as this one accepts them) is still traced: by default kspan falls back
+/// to the syscall tracepoints, says why, and captures the same exchange.
+/// Asked for the socket path by name, it fails instead of quietly changing
+/// what it costs the host.
+#[test]
+fn rejected_socket_programs_fall_back_to_syscall_tracepoints() {
+    if !prerequisites() {
+        return;
+    }
+    if !std::path::Path::new("/sys/kernel/tracing/events/sock/sock_send_length").exists() || !cfg!(target_arch = "x86_64") {
+        skip_or_fail_reason("this kernel has no socket capture path to fall back from");
+        return;
+    }
+    let simulate = [("KSPAN_SIMULATE_SOCKET_HOOK_REJECTION", "1")];
+    let dir = TempDir::new().unwrap();
+    let log = dir.join("events.jsonl");
+    let port = free_port();
+    let server = Server::spawn(peer("server", port), port).expect("peer server");
+    let kspan = Kspan::start(
+        &["--capture-hook", "auto", "--open-ports", &port.to_string(), "--events-log", log.to_str().unwrap(), "--print", "none"],
+        &simulate,
+    )
+    .expect("kspan starts on the fallback path");
+    assert!(kspan.log().contains("falling back to syscall tracepoints"), "{}", kspan.log());
+    assert!(kspan.log().contains("capturing on syscall tracepoints"), "{}", kspan.log());
+    let client_pid = run_to_end(peer("client", port).spawn().unwrap());
+    let all = wait_closed(&log, &[client_pid, server.pid()]);
+    let sizes: Vec<u64> = of_pid(&all, client_pid, "data").iter().filter_map(|e| e["size"].as_u64()).collect();
+    assert_eq!(sizes, [7, 7, 10000, 10, 3], "the client's transfers, as on the socket path");
+    drop(kspan);
+
+    let refused = Kspan::start(&["--capture-hook", "sockets", "--pid", "1", "--print", "none"], &simulate);
+    let err = refused.err().expect("an explicit --capture-hook sockets does not fall back").to_string();
+    assert!(err.contains("sock_send_length"), "names the rejected program: {err}");
+}
+
 #[test]
 fn stopping_releases_every_program_and_map() {
     if !prerequisites() || require_cmd("bpftool").is_none() {

@@ -84,6 +84,8 @@ impl Agent {
             btf_path: config.btf.clone(),
             propagate: config.propagate == Propagate::Headers,
             propagate_netns: config.netns.clone(),
+            simulate_socket_hook_rejection: std::env::var_os("KSPAN_SIMULATE_SOCKET_HOOK_REJECTION")
+                .is_some_and(|v| v == "1"),
         };
         let mut capture = Capture::load(&opts).context("loading the kernel programs")?;
         let events = capture.take_events()?;

@@ -47,7 +47,8 @@ pub enum Propagate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CaptureHook {
-    /// `sockets` where the kernel has it, else `syscalls`.
+    /// `sockets` where the kernel has it, else `syscalls`; also `syscalls`,
+    /// with a warning, when the kernel refuses to load the `sockets` programs.
     Auto,
     /// The `sock_send_length`/`sock_recv_length` tracepoints (Linux >= 6.13,
     /// x86_64): only socket I/O pays, and other syscalls keep their fast path.

@@ -109,6 +109,10 @@ pub struct CaptureOptions {
     pub propagate: bool,
     /// With `propagate`: only sockets of this network namespace.
     pub propagate_netns: Option<PathBuf>,
+    /// Act as if the kernel had rejected the socket capture programs, so
+    /// tests can check the fallback to syscall tracepoints on a kernel that
+    /// accepts them (`KSPAN_SIMULATE_SOCKET_HOOK_REJECTION=1`).
+    pub simulate_socket_hook_rejection: bool,
 }
 
 pub struct Capture {
@@ -137,21 +141,39 @@ impl Capture {
             CaptureHook::Sockets => true,
             CaptureHook::Auto => socket_hooks_available(&tracefs),
         };
+        match Self::load_with(opts, &tracefs, propagate_netns_cookie, sockets) {
+            // A verifier stricter than the one these programs were checked
+            // against, or one that runs out of budget on them, would
+            // otherwise leave the host untraced: the syscall path's programs
+            // are simpler and older kernels verify them.
+            Err(e) if sockets && opts.hook == CaptureHook::Auto && e.is_socket_hook_rejection() => {
+                tracing::warn!(
+                    error = %e,
+                    "the socket capture programs did not load; falling back to syscall tracepoints \
+                     (every syscall on the host then takes the tracing slow path)"
+                );
+                Self::load_with(opts, &tracefs, propagate_netns_cookie, false)
+            }
+            loaded => loaded,
+        }
+    }
+
+    fn load_with(opts: &CaptureOptions, tracefs: &Path, propagate_netns_cookie: u64, sockets: bool) -> Result<Self, CaptureError> {
         let settings = Settings {
             capture_size: opts.capture_size,
             filter_mode: if opts.allow_list { FILTER_ALLOW_LIST } else { FILTER_ALL },
             self_tgid: std::process::id(),
             netns: opts.netns.unwrap_or(0),
             port_filter: u32::from(!opts.ports.is_empty()),
-            fork_child_offset: fork_child_offset(&tracefs)?,
+            fork_child_offset: fork_child_offset(tracefs)?,
             propagate: u32::from(opts.propagate),
             sock_capture: u32::from(sockets),
             wakeup_bytes: wakeup_mark(opts.ringbuf_bytes),
             _pad: 0,
             propagate_netns_cookie,
             offsets: btf::kernel_offsets(&opts.btf_path)?,
-            layout: if sockets { SyscallLayout::default() } else { syscall_layout(&tracefs)? },
-            sock_state: sock_state_layout(&tracefs)?,
+            layout: if sockets { SyscallLayout::default() } else { syscall_layout(tracefs)? },
+            sock_state: sock_state_layout(tracefs)?,
         };
         let ebpf = EbpfLoader::new()
             // Errors and statistics only: a full instruction trace makes the
@@ -171,6 +193,13 @@ impl Capture {
                 .map_err(|source| CaptureError::Map { map: "PORT_FILTER", source })?;
         }
         if sockets {
+            if opts.simulate_socket_hook_rejection {
+                return Err(CaptureError::Rejected {
+                    program: SOCKET_HOOKS[0].1.to_owned(),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                    log: "(simulated: KSPAN_SIMULATE_SOCKET_HOOK_REJECTION)".to_owned(),
+                });
+            }
             for (_, name) in SOCKET_HOOKS {
                 capture.attach_raw(name)?;
             }
@@ -284,6 +313,14 @@ impl Capture {
             *total = values.iter().sum();
         }
         Ok(out)
+    }
+}
+
+impl CaptureError {
+    /// The kernel refused to load one of the socket capture path's own
+    /// programs (not one both paths share).
+    fn is_socket_hook_rejection(&self) -> bool {
+        matches!(self, CaptureError::Rejected { program, .. } if SOCKET_HOOKS.iter().any(|(_, name)| name == program))
     }
 }
 
@@ -411,6 +448,20 @@ mod tests {
         std::fs::create_dir_all(dir.join("events").join(category).join(name)).unwrap();
         assert_eq!(socket_hooks_available(&dir), cfg!(target_arch = "x86_64"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_socket_path_programs_trigger_the_fallback() {
+        let rejected = |program: &str| CaptureError::Rejected {
+            program: program.to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            log: String::new(),
+        };
+        assert!(rejected("sock_send_length").is_socket_hook_rejection());
+        assert!(rejected("tcp_destroy_sock").is_socket_hook_rejection());
+        // Shared by both paths: falling back would not help.
+        assert!(!rejected("inet_sock_set_state").is_socket_hook_rejection());
+        assert!(!CaptureError::NoSocketHooks.is_socket_hook_rejection());
     }
 
     #[test]
