@@ -141,12 +141,22 @@ pub struct HostInfo {
     pub host_name: String,
     /// `/etc/machine-id` (or `/var/lib/dbus/machine-id`), 32 hex digits.
     pub host_id: Option<String>,
+    /// kspan's own `OTEL_RESOURCE_ATTRIBUTES` (`k8s.node.name`,
+    /// `deployment.environment`, ...): added to every traced process's
+    /// resource unless the process sets the key itself. Keys naming one
+    /// service (`service.name`, `service.instance.id`) are left out: on a
+    /// node-wide agent they would rename every process.
+    pub node_attributes: Vec<(String, String)>,
 }
 
 impl HostInfo {
-    /// Reads the identity of the host kspan runs on directly.
+    /// Reads the identity of the host kspan runs on directly, and kspan's
+    /// own `OTEL_RESOURCE_ATTRIBUTES`.
     pub fn read() -> Self {
-        Self::read_from(Path::new("/"))
+        let node_attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .map(|spec| node_attributes(&spec))
+            .unwrap_or_default();
+        Self { node_attributes, ..Self::read_from(Path::new("/")) }
     }
 
     /// `root` is where the host's root filesystem is visible, e.g. `/host`
@@ -167,8 +177,14 @@ impl HostInfo {
             .filter_map(file)
             // systemd writes "uninitialized" during first boot.
             .find(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()));
-        Self { host_name: host_name.unwrap_or_else(|| "unknown".into()), host_id }
+        Self { host_name: host_name.unwrap_or_else(|| "unknown".into()), host_id, node_attributes: Vec::new() }
     }
+}
+
+fn node_attributes(spec: &str) -> Vec<(String, String)> {
+    let mut attrs = parse_resource_attributes(spec);
+    attrs.retain(|(k, _)| k != "service.name" && k != "service.instance.id");
+    attrs
 }
 
 fn uts_host_name() -> Option<String> {
@@ -221,7 +237,7 @@ pub fn build_resource(info: &ProcessInfo, host: &HostInfo, sdk_version: &str) ->
         put("telemetry.sdk.language", lang.into());
     }
     put("telemetry.distro.name", "kspan".into());
-    for (k, v) in &info.extra_resource {
+    for (k, v) in info.extra_resource.iter().chain(&host.node_attributes) {
         if !attrs.iter().any(|(have, _)| have == k) {
             attrs.push((k.clone(), v.clone().into()));
         }
@@ -548,7 +564,11 @@ mod tests {
             container_id: Some("b".repeat(64)),
             netns_inode: Some(1),
         };
-        let host = HostInfo { host_name: "node-1".into(), host_id: Some("c".repeat(32)) };
+        let host = HostInfo {
+            host_name: "node-1".into(),
+            host_id: Some("c".repeat(32)),
+            node_attributes: node_attributes("k8s.node.name=node-1,team=platform,service.name=kspan,host.name=x"),
+        };
         let r = build_resource(&info, &host, "0.1.0");
         let s = |v: &str| Some(AttrValue::from(v.to_owned()));
         assert_eq!(r.service_name, "app");
@@ -562,7 +582,11 @@ mod tests {
         assert_eq!(attr(&r, "container.id"), s(&"b".repeat(64)).as_ref());
         assert_eq!(attr(&r, "telemetry.sdk.language"), s("python").as_ref());
         assert_eq!(attr(&r, "telemetry.sdk.version"), s("0.1.0").as_ref());
+        // The process's own OTEL_RESOURCE_ATTRIBUTES win over kspan's, and
+        // what kspan observed wins over both.
         assert_eq!(attr(&r, "team"), s("core").as_ref());
+        assert_eq!(attr(&r, "k8s.node.name"), s("node-1").as_ref());
+        assert_eq!(attr(&r, "host.name"), s("node-1").as_ref());
         assert_eq!(attr(&r, "process.command_args"), None);
         assert!(!format!("{:?}", r.attributes).contains("hunter2"));
         let keys: HashSet<&str> = r.attributes.iter().map(|(k, _)| k.as_str()).collect();
@@ -573,11 +597,17 @@ mod tests {
         info.extra_resource.push(("service.instance.id".into(), "mine".into()));
         info.exe_name = "server".into();
         info.container_id = None;
-        let r = build_resource(&info, &HostInfo { host_name: "h".into(), host_id: None }, "0.1.0");
+        let r = build_resource(&info, &HostInfo { host_name: "h".into(), host_id: None, node_attributes: Vec::new() }, "0.1.0");
         assert_ne!(r.key, key);
         assert_eq!(attr(&r, "service.instance.id"), s("mine").as_ref());
         assert_eq!(attr(&r, "telemetry.sdk.language"), None);
         assert_eq!(attr(&r, "host.id").or(attr(&r, "container.id")), None);
+    }
+
+    #[test]
+    fn node_attributes_never_name_a_service() {
+        let attrs = node_attributes("service.name=kspan, deployment.environment=prod,service.instance.id=1");
+        assert_eq!(attrs, vec![("deployment.environment".to_owned(), "prod".to_owned())]);
     }
 
     use std::collections::HashSet;
