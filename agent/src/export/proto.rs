@@ -92,12 +92,13 @@ fn put_key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &AttrValue) {
     put_any_value(out, value);
 }
 
-/// Encodes `ExportTraceServiceRequest` messages, reusing its buffers across
-/// batches so steady-state export allocates nothing per span.
+/// Encodes `ExportTraceServiceRequest` messages. Every length is computed
+/// before its message is written, so each span is encoded once, straight
+/// into the request: no per-level buffers to copy through.
 #[derive(Default)]
 pub struct Encoder {
-    span: Vec<u8>,
-    scope_spans: Vec<u8>,
+    /// Encoded size of each span of the group being written.
+    span_sizes: Vec<usize>,
     /// Size of the last request: the next one is likely alike, so its
     /// buffer starts there instead of growing through copies.
     last_len: usize,
@@ -108,43 +109,76 @@ impl Encoder {
     pub fn request<'a, S>(&mut self, groups: impl IntoIterator<Item = (&'a Resource, S)>) -> Vec<u8>
     where
         S: IntoIterator<Item = &'a Span>,
+        S::IntoIter: Clone,
     {
         let mut out = Vec::with_capacity(self.last_len + self.last_len / 8);
         for (resource, spans) in groups {
-            self.scope_spans(spans);
-            // ExportTraceServiceRequest.resource_spans = 1: its length is
-            // known from its parts, so the spans are copied once, into `out`.
+            let spans = spans.into_iter();
+            self.span_sizes.clear();
+            self.span_sizes.extend(spans.clone().map(span_size));
+            // ScopeSpans { scope = 1; spans = 2; }
+            let scope_spans_len =
+                len_field_size(SCOPE_LEN) + self.span_sizes.iter().map(|&n| len_field_size(n)).sum::<usize>();
             let resource_len = resource_len(resource);
-            let body = len_field_size(resource_len) + len_field_size(self.scope_spans.len());
-            put_tag(&mut out, 1, LEN);
-            put_varint(&mut out, body as u64);
+            // ExportTraceServiceRequest.resource_spans = 1:
             // ResourceSpans { resource = 1; scope_spans = 2; }
+            put_tag(&mut out, 1, LEN);
+            put_varint(&mut out, (len_field_size(resource_len) + len_field_size(scope_spans_len)) as u64);
             put_tag(&mut out, 1, LEN);
             put_varint(&mut out, resource_len as u64);
             for (key, value) in &resource.attributes {
                 put_key_value(&mut out, 1, key, value);
             }
-            put_bytes(&mut out, 2, &self.scope_spans);
+            put_tag(&mut out, 2, LEN);
+            put_varint(&mut out, scope_spans_len as u64);
+            // InstrumentationScope { name = 1; version = 2; }
+            put_tag(&mut out, 1, LEN);
+            put_varint(&mut out, SCOPE_LEN as u64);
+            put_bytes(&mut out, 1, SCOPE_NAME.as_bytes());
+            put_bytes(&mut out, 2, SCOPE_VERSION.as_bytes());
+            for (span, &size) in spans.zip(&self.span_sizes) {
+                put_tag(&mut out, 2, LEN);
+                put_varint(&mut out, size as u64);
+                encode_span(&mut out, span);
+            }
         }
         self.last_len = out.len();
         out
     }
+}
 
-    /// ScopeSpans { scope = 1; spans = 2; } into `self.scope_spans`.
-    fn scope_spans<'a>(&mut self, spans: impl IntoIterator<Item = &'a Span>) {
-        self.scope_spans.clear();
-        // InstrumentationScope { name = 1; version = 2; }
-        let scope_len = len_field_size(SCOPE_NAME.len()) + len_field_size(SCOPE_VERSION.len());
-        put_tag(&mut self.scope_spans, 1, LEN);
-        put_varint(&mut self.scope_spans, scope_len as u64);
-        put_bytes(&mut self.scope_spans, 1, SCOPE_NAME.as_bytes());
-        put_bytes(&mut self.scope_spans, 2, SCOPE_VERSION.as_bytes());
-        for span in spans {
-            self.span.clear();
-            encode_span(&mut self.span, span);
-            put_bytes(&mut self.scope_spans, 2, &self.span);
-        }
+const SCOPE_LEN: usize = 2 + SCOPE_NAME.len() + 2 + SCOPE_VERSION.len();
+
+/// KeyValue's encoded size, as written by [`put_key_value`].
+fn key_value_size(key: &str, value: &AttrValue) -> usize {
+    len_field_size(len_field_size(key.len()) + len_field_size(any_value_size(value)))
+}
+
+/// Status's encoded body size (without its own tag and length).
+fn status_body_size(message: &str) -> usize {
+    (if message.is_empty() { 0 } else { len_field_size(message.len()) }) + 2
+}
+
+/// What [`encode_span`] writes for `span`, in bytes: the two must agree
+/// field for field (checked by the tests on every kind of span).
+fn span_size(span: &Span) -> usize {
+    let mut n = len_field_size(span.trace_id.len()) + len_field_size(span.span_id.len());
+    if !span.trace_state.is_empty() {
+        n += len_field_size(span.trace_state.len());
     }
+    if let Some(parent) = &span.parent_span_id {
+        n += len_field_size(parent.len());
+    }
+    n += len_field_size(span.name.len());
+    // kind (tag + one-byte enum), start and end (tag + fixed64 each).
+    n += 2 + 9 + 9;
+    n += span.attributes.iter().map(|Attr { key, value }| key_value_size(key, value)).sum::<usize>();
+    n += match &span.status {
+        SpanStatus::Unset => 2,
+        SpanStatus::Error { message } => len_field_size(status_body_size(message)),
+    };
+    // flags: field 16 takes a two-byte tag, then a fixed32.
+    n + 2 + 4
 }
 
 /// Resource { attributes = 1; }, sized without writing it.
@@ -185,9 +219,8 @@ fn encode_span(out: &mut Vec<u8>, span: &Span) {
     match &span.status {
         SpanStatus::Unset => put_bytes(out, 15, &[]),
         SpanStatus::Error { message } => {
-            let body = if message.is_empty() { 0 } else { len_field_size(message.len()) } + 2;
             put_tag(out, 15, LEN);
-            put_varint(out, body as u64);
+            put_varint(out, status_body_size(message) as u64);
             if !message.is_empty() {
                 put_bytes(out, 2, message.as_bytes());
             }

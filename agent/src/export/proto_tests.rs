@@ -103,3 +103,36 @@ fn varints_match_prost_at_every_width() {
         assert_eq!(varint_len(v), theirs.len());
     }
 }
+
+/// Lengths are computed before spans are written: a size that disagreed
+/// with the bytes would corrupt every message after it.
+#[test]
+fn span_sizes_match_the_bytes_written() {
+    let res = resource(1, "sizes");
+    let mut variants = vec![span(&res, 1)];
+    let mut s = span(&res, 2);
+    s.parent_span_id = Some([1; 8]);
+    s.trace_state = "a=b".into();
+    s.status = SpanStatus::Error { message: String::new() };
+    variants.push(s);
+    let mut s = span(&res, 3);
+    s.name = "n".repeat(200);
+    s.status = SpanStatus::Error { message: "m".repeat(20_000) };
+    s.attributes.push(Attr::new("big", "v".repeat(70_000)));
+    s.attributes.push(Attr::new("min", i64::MIN));
+    s.attributes.push(Attr::new("flag", false));
+    s.attributes.push(Attr::new(Box::leak("k".repeat(130).into_boxed_str()), 127_i64));
+    variants.push(s);
+    let mut s = span(&res, 4);
+    s.attributes.clear();
+    variants.push(s);
+    for s in &variants {
+        let mut out = Vec::new();
+        encode_span(&mut out, s);
+        assert_eq!(span_size(s), out.len(), "{}", s.name);
+    }
+    let req = decode(&Encoder::default().request([(&*res, &variants[..])]));
+    let spans = &req.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(spans.len(), variants.len());
+    assert_eq!(spans[2].status.as_ref().unwrap().message.len(), 20_000);
+}
