@@ -533,3 +533,47 @@ fn exports_over_mutual_tls_with_gzip() {
         drop(kspan);
     }
 }
+
+/// `--metrics-addr`: the counters a Prometheus scrape reads agree with what
+/// the collector received, and `/healthz` answers while the loop runs.
+#[test]
+fn metrics_endpoint_counts_what_was_exported() {
+    if !prerequisites() {
+        return;
+    }
+    let receiver = Receiver::start().expect("receiver");
+    let port = free_port();
+    let _app = python_app(port);
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let kspan = Kspan::start(
+        &["--open-ports", &port.to_string(), "--metrics-addr", &metrics_addr],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.http_endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .expect("kspan starts");
+    for id in 1..=3 {
+        curl(&[&format!("http://127.0.0.1:{port}/users/{id}")]);
+    }
+    let spans = receiver.wait_for(WAIT, |s| find(s, "SERVER", "http_app", "GET /users/{id}").len() >= 3);
+    let received = spans.unwrap_or_else(|e| panic!("{e}\n{}", kspan.log())).len() as u64;
+    let url = format!("http://{metrics_addr}/metrics");
+    let exported = |text: &str| -> Option<u64> {
+        text.lines().find_map(|l| l.strip_prefix("kspan_spans_exported_total ")).and_then(|v| v.trim().parse().ok())
+    };
+    let (mut text, mut now) = (String::new(), 0);
+    // The reading is republished every second, and CLIENT spans (curl is
+    // traced too) may still be on their way: compare at the same moment.
+    let caught_up = wait_until(WAIT, POLL, || {
+        text = curl(&[&url]);
+        now = receiver.spans().len() as u64;
+        now >= received && exported(&text) == Some(now)
+    });
+    assert!(caught_up, "kspan_spans_exported_total should match the {now} spans received:\n{text}");
+    assert!(text.contains("# TYPE kspan_connections_tracked gauge"), "{text}");
+    assert_eq!(curl(&[&format!("http://{metrics_addr}/healthz")]), "ok\n");
+    drop(kspan);
+}

@@ -17,7 +17,8 @@ use crate::{
     conntrack::procfs,
     events_log::EventsLog,
     export::{ExportConfig, ExportMetrics, Exporter},
-    metrics::Metrics,
+    metrics::{self, Metrics},
+    status_server::{self, Published},
     pipeline::Pipeline,
     span::{Clock, route::RouteTemplater, sampler::Sampler},
 };
@@ -57,6 +58,8 @@ pub struct Agent {
     events_log: Option<EventsLog>,
     /// The last drain emptied the ring: kspan is keeping up.
     caught_up: bool,
+    /// Where `--metrics-addr`'s server reads the counters from.
+    published: Option<Published>,
 }
 
 impl Agent {
@@ -101,14 +104,26 @@ impl Agent {
             Clock::now(),
             Metrics::new(export_metrics),
         );
+        let published = match config.metrics_addr {
+            None => None,
+            Some(addr) => {
+                let published = Published::new(String::new());
+                let bound = status_server::start(addr, published.clone())
+                    .with_context(|| format!("serving --metrics-addr {addr}"))?;
+                tracing::info!(%bound, "serving /metrics and /healthz");
+                Some(published)
+            }
+        };
         let mut agent = Self {
             pipeline,
             exporter,
             events_log,
             caught_up: true,
+            published,
             capture,
             config,
         };
+        agent.publish_metrics();
         agent.pipeline.conns.snapshot_listeners();
         agent.seed_allow_list(ports.as_ref())?;
         Ok((agent, events))
@@ -153,6 +168,7 @@ impl Agent {
         // this drains the rest, bounding how late a quiet host's spans are.
         let mut drain_tick = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut publish_tick = tokio::time::interval(status_server::PUBLISH_INTERVAL);
         let retire_period = Duration::from_secs(RETIRE_INTERVAL_S);
         let mut retire_tick = tokio::time::interval_at(tokio::time::Instant::now() + retire_period, retire_period);
         // Start-up (BTF, program loading) peaks far above the steady state;
@@ -177,6 +193,7 @@ impl Agent {
                     self.drain_turn(events.get_mut()).await;
                 }
                 _ = metrics_tick.tick(), if self.config.metrics_interval > 0 => self.log_metrics(),
+                _ = publish_tick.tick(), if self.published.is_some() => self.publish_metrics(),
                 _ = retire_tick.tick() => self.capture.retire_dead_propagation_runs(),
                 _ = &mut ctrl_c => break,
                 _ = sigterm.recv() => break,
@@ -264,10 +281,24 @@ impl Agent {
         }
     }
 
-    fn log_metrics(&mut self) {
+    fn read_metrics(&mut self) -> [u64; metrics::METRICS.len()] {
         let kernel = self.capture.counters().unwrap_or_default();
         let p = &self.pipeline;
-        p.metrics.log(&kernel, &p.conns.stats, p.conns.len(), p.streams.len());
+        p.metrics.read(&kernel, &p.conns.stats, p.conns.len(), p.streams.len())
+    }
+
+    fn publish_metrics(&mut self) {
+        if self.published.is_some() {
+            let text = metrics::prometheus_text(&self.read_metrics());
+            if let Some(published) = &self.published {
+                published.publish(text);
+            }
+        }
+    }
+
+    fn log_metrics(&mut self) {
+        let values = self.read_metrics();
+        tracing::info!("kspan metrics {}", metrics::log_line(&values));
     }
 }
 

@@ -124,6 +124,11 @@ pub struct Cli {
     #[arg(long, env = "KSPAN_METRICS_INTERVAL")]
     pub metrics_interval: Option<u64>,
 
+    /// Serve kspan's counters for Prometheus (`GET /metrics`) and a liveness
+    /// check (`GET /healthz`) on this address, e.g. `0.0.0.0:9464`; off when unset.
+    #[arg(long, env = "KSPAN_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Write every kernel event as a JSON line to this file (debugging;
     /// contains payload bytes).
     #[arg(long, env = "KSPAN_EVENTS_LOG")]
@@ -153,6 +158,7 @@ pub struct Config {
     pub ringbuf_size: u32,
     pub max_connections: usize,
     pub metrics_interval: u64,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub events_log: Option<PathBuf>,
     pub btf: PathBuf,
     pub log: String,
@@ -194,6 +200,7 @@ impl Cli {
             ringbuf_size,
             max_connections: self.max_connections.or(file.max_connections).unwrap_or(65536),
             metrics_interval: self.metrics_interval.or(file.metrics_interval).unwrap_or(30),
+            metrics_addr: self.metrics_addr.or(file.metrics_addr),
             events_log: self.events_log.or(file.events_log),
             btf: self.btf.or(file.btf).unwrap_or_else(|| PathBuf::from(crate::capture::btf::VMLINUX_BTF)),
             log: self.log.or(file.log).unwrap_or_else(|| "info".to_owned()),

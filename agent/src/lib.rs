@@ -18,4 +18,5 @@ pub mod pipeline;
 pub mod process;
 pub mod protocol;
 pub mod span;
+pub mod status_server;
 pub mod stream;
