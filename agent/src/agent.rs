@@ -288,11 +288,8 @@ impl Agent {
     }
 
     fn publish_metrics(&mut self) {
-        if self.published.is_some() {
-            let text = metrics::prometheus_text(&self.read_metrics());
-            if let Some(published) = &self.published {
-                published.publish(text);
-            }
+        if let Some(published) = self.published.clone() {
+            published.publish(metrics::prometheus_text(&self.read_metrics()));
         }
     }
 

@@ -131,12 +131,9 @@ pub(crate) struct ServerTls {
 
 /// OTLP/HTTP over TLS: like [`http`].
 pub(crate) fn https(listener: TcpListener, tls: &ServerTls) -> Receiver {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(tls.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .expect("server certificate");
-    let key = PrivateKeyDer::from_pem_slice(tls.key_pem.as_bytes()).expect("server key");
+    use super::tls::{certificates, private_key};
+    let certs = certificates(tls.cert_pem.as_bytes()).expect("server certificate");
+    let key = private_key(tls.key_pem.as_bytes()).expect("server key");
     #[allow(deprecated)]
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(std::sync::Arc::clone(&provider))
@@ -146,8 +143,8 @@ pub(crate) fn https(listener: TcpListener, tls: &ServerTls) -> Receiver {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                roots.add(cert.expect("client CA")).expect("client CA");
+            for cert in certificates(ca.as_bytes()).expect("client CA") {
+                roots.add(cert).expect("client CA");
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
                 .build()

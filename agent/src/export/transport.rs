@@ -66,6 +66,9 @@ impl Transport {
             }
             OtlpProtocol::HttpProtobuf | OtlpProtocol::HttpJson => {
                 let headers = header_map(&config.headers)?;
+                // Built for http endpoints too: with `rustls-no-provider`,
+                // reqwest panics building a client that has no TLS provider,
+                // whatever the scheme it will be used for.
                 let tls = config.tls.rustls_client_config().map_err(|e| bad(format!("cannot set up TLS: {e}")))?;
                 let client = reqwest::Client::builder()
                     .timeout(config.timeout)
