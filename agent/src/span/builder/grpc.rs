@@ -52,7 +52,16 @@ fn status_code(ex: &StreamExchange, timing: &Timing) -> Option<u32> {
     let timeout = ex.request.grpc_timeout.as_deref().and_then(timeout_ns)?;
     let ended = timing.response_last.map(|t| t.exit_ns).or(timing.closed_ns).unwrap_or(timing.request_last.exit_ns);
     let elapsed = ended.saturating_sub(timing.request_first.enter_ns);
-    (ex.reset.is_some() && elapsed + 1_000_000 >= timeout).then_some(DEADLINE_EXCEEDED)
+    (ex.reset.is_some() && reset_at_deadline(elapsed, timeout)).then_some(DEADLINE_EXCEEDED)
+}
+
+/// Whether a reset `elapsed` ns into a call came at its `timeout`. The
+/// server's clock starts when it reads the request, later than the client's
+/// by the request's transit and the server's scheduling: on a busy host,
+/// milliseconds (a 1 ms margin missed deadlines under load).
+fn reset_at_deadline(elapsed: u64, timeout: u64) -> bool {
+    let margin = (timeout / 10).max(10_000_000);
+    elapsed.saturating_add(margin) >= timeout
 }
 
 pub fn describe(conn: &Connection, kind: SpanKind, ex: &StreamExchange, timing: &Timing) -> (String, Vec<Attr>, SpanStatus) {
@@ -106,6 +115,18 @@ mod tests {
         assert_eq!(timeout_ns("x"), None);
         assert_eq!(timeout_ns(""), None);
         assert_eq!(timeout_ns("99999999999999999H"), None);
+    }
+
+    #[test]
+    fn resets_near_the_timeout_are_deadlines() {
+        let ms = 1_000_000;
+        // The server saw 200 ms of a 200 ms call start 6 ms late.
+        assert!(reset_at_deadline(194 * ms, 200 * ms));
+        assert!(reset_at_deadline(250 * ms, 200 * ms));
+        assert!(!reset_at_deadline(150 * ms, 200 * ms), "a cancel well before the deadline");
+        // Long deadlines get a tenth of themselves.
+        assert!(reset_at_deadline(9_100 * ms, 10_000 * ms));
+        assert!(!reset_at_deadline(8_000 * ms, 10_000 * ms));
     }
 
     #[test]
