@@ -456,31 +456,6 @@ fn wait_for_close(log: &std::path::Path, pid: u32) -> Vec<serde_json::Value> {
     events_log(log).into_iter().filter(|e| e["pid"] == pid && e["type"] == "data").collect()
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
-/// PEM files in `dir`.
-fn write_pki(dir: &std::path::Path) {
-    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    // rcgen's default subject is the same for every certificate, which
-    // would make each leaf look self-signed to OpenSSL.
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "kspan test CA");
-    std::fs::write(dir.join("ca.pem"), ca_params.self_signed(&ca_key).unwrap().pem()).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    for (name, san, usage) in [
-        ("server", "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
-        ("client", "kspan", ExtendedKeyUsagePurpose::ClientAuth),
-    ] {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![san.to_owned()]).unwrap();
-        params.extended_key_usages = vec![usage];
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        std::fs::write(dir.join(format!("{name}.pem")), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-}
-
 /// `https://` export with mutual TLS and gzip, over both transports, to the
 /// Python receiver (grpcio and the ssl module, not kspan's own TLS stack):
 /// what a collector behind TLS with client certificates would get.

@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::{bpf_get_smp_processor_id, bpf_probe_read_user, generated};
 use kspan_common::{
     Call, Counter, DATA_EVENT_SIZE, Direction, EventKind, FLAG_TRUNCATED, MAX_CAPTURE, MAX_IOVECS, MAX_MMSG,
-    MAX_MMSG_IOVECS, Source,
+    MAX_MMSG_IOVECS,
 };
 
 use crate::headonly;
@@ -283,7 +283,7 @@ fn submit(
         let h = &mut (*scratch).header;
         h.kind = EventKind::Data as u8;
         h.direction = direction as u8;
-        h.source = Source::Syscall as u8;
+        h.source = pending.source;
         h.call = pending.call;
         h.flags = if (captured as u64) < size { FLAG_TRUNCATED } else { 0 };
         h._pad = [0; 3];

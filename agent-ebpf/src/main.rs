@@ -1,5 +1,6 @@
-//! kspan's kernel programs. Only tracepoints: they are the one capture path
-//! every kernel offers (no kprobes or fentry needed).
+//! kspan's kernel programs. Tracepoints for capture: they are the one
+//! capture path every kernel offers (no kprobes or fentry needed); uprobes
+//! on OpenSSL for TLS plaintext (`tls`).
 //!
 //! Two capture paths, chosen by user space: the socket path (`sockio`), and
 //! syscall tracepoints for kernels without it. On the syscall path each
@@ -17,13 +18,14 @@ mod maps;
 mod sockio;
 mod task;
 mod threadctx;
+mod tls;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
-use kspan_common::{Call, Counter, Direction, EventKind, FILTER_ALLOW_LIST, ProcEvent, Role};
+use kspan_common::{Call, Counter, Direction, EventKind, FILTER_ALLOW_LIST, ProcEvent, Role, Source};
 
 use crate::maps::{EVENTS, KSPAN_SETTINGS, PENDING, PID_FILTER, PendingCall, count, setting};
 
@@ -94,7 +96,8 @@ fn try_enter_data(ctx: &TracePointContext, call: Call) -> Result<(), i32> {
     let pending = PendingCall {
         fd,
         call: call as u8,
-        _pad: [0; 3],
+        source: Source::Syscall as u8,
+        _pad: [0; 2],
         ptr,
         count: len,
         enter_ns: unsafe { bpf_ktime_get_ns() },
@@ -121,6 +124,10 @@ fn try_exit_data(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     };
     if ret > 0 {
+        // Ciphertext of a TLS call in flight: the call reports the plaintext.
+        if tls::claim(pid_tgid, pending.conn_id, pending.fd, || conn::role_of(tgid, pending.fd)) {
+            return Ok(());
+        }
         capture::emit::<false>(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() }, direction);
         if threadctx::enabled() {
             let egress = direction == Direction::Egress;
@@ -140,7 +147,8 @@ fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i32> {
     let pending = PendingCall {
         fd: arg(ctx, 0)? as i32,
         call: Call::Connect as u8,
-        _pad: [0; 3],
+        source: Source::Syscall as u8,
+        _pad: [0; 2],
         ptr: 0,
         count: 0,
         enter_ns: unsafe { bpf_ktime_get_ns() },
@@ -228,6 +236,7 @@ fn try_exit_task() -> Result<(), i32> {
     let (pid_tgid, tgid, tid) = current();
     // A thread that dies inside a traced syscall never reaches its exit.
     let _ = PENDING.remove(&pid_tgid);
+    tls::thread_exited(pid_tgid);
     if tid != tgid {
         let _ = PID_FILTER.remove(&tid);
         return Ok(());

@@ -170,7 +170,9 @@ pub struct ThreadCtx {
 pub struct PendingCall {
     pub fd: i32,
     pub call: u8,
-    pub _pad: [u8; 3],
+    /// A `Source`: a syscall, or a TLS library call (plaintext).
+    pub source: u8,
+    pub _pad: [u8; 2],
     /// Buffer, iovec array, msghdr or mmsghdr array, by `call`.
     pub ptr: u64,
     /// Byte count, iovec count or message count, by `call`.

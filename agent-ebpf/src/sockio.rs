@@ -16,13 +16,13 @@
 //! resets it (`tcp:tcp_receive_reset`).
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
-use kspan_common::{Call, Counter, Direction, Role};
+use kspan_common::{Call, Counter, Direction, Role, Source};
 
 use crate::{
     MSG_ERRQUEUE, MSG_PEEK, capture, conn,
     maps::{KSPAN_SETTINGS, PID_FILTER, PORT_FILTER, PendingCall, SEND_START, SK_CONNS, SK_ROLES, SkKey, count, setting},
     task::{self, SyscallRegs},
-    threadctx,
+    threadctx, tls,
 };
 
 /// x86_64 syscall numbers of the calls that move socket data, and connect.
@@ -187,12 +187,17 @@ fn try_sock_io(ctx: &RawTracePointContext, direction: Direction) -> Result<(), i
             None => return Ok(()),
         },
     };
+    // Ciphertext of a TLS call in flight: the call reports the plaintext.
+    if tls::claim(pid_tgid, state.conn_id, state.fd, || state.role) {
+        return Ok(());
+    }
     count(Counter::SocketCalls);
     let now = unsafe { bpf_ktime_get_ns() };
     let pending = PendingCall {
         fd: state.fd,
         call: call as u8,
-        _pad: [0; 3],
+        source: Source::Syscall as u8,
+        _pad: [0; 2],
         ptr: regs.si,
         count: regs.dx,
         // A send that slept or moved to another CPU midway has no start on

@@ -140,6 +140,7 @@ fn run_batch(pipeline: &mut Pipeline, encoder: &mut Encoder, records: &[Vec<u8>]
         let event = decode::decode(rec).expect("a well-formed record");
         pipeline.handle(&event, &mut |span| spans.push(span));
     }
+    pipeline.release_held(true, &mut |span| spans.push(span));
     let Some(resource) = spans.first().map(|s| s.resource.clone()) else {
         return 0;
     };

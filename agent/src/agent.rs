@@ -13,7 +13,7 @@ use crate::{
         Capture, CaptureOptions,
         decode::{self, Event, ProcRecord},
     },
-    config::{Config, Propagate},
+    config::{Config, Propagate, TlsCapture},
     conntrack::procfs,
     events_log::EventsLog,
     export::{ExportConfig, ExportMetrics, Exporter},
@@ -86,6 +86,7 @@ impl Agent {
             netns,
             btf_path: config.btf.clone(),
             propagate: config.propagate == Propagate::Headers,
+            tls: config.tls == TlsCapture::Auto,
             propagate_netns: config.netns.clone(),
             simulate_socket_hook_rejection: std::env::var_os("KSPAN_SIMULATE_SOCKET_HOOK_REJECTION")
                 .is_some_and(|v| v == "1"),
@@ -203,6 +204,8 @@ impl Agent {
         // What the kernel reported before the signal is still ours to
         // export: up to a drain interval of it is waiting in the ring.
         while !self.drain(events.get_mut()) {}
+        let exporter = &self.exporter;
+        self.pipeline.release_held(true, &mut |span| exporter.submit(span));
         self.log_metrics();
         self.exporter.shutdown().await;
         // Dropping the Capture detaches every program and frees every map.
@@ -214,6 +217,8 @@ impl Agent {
     /// One turn of the event loop's draining. True when the ring was emptied.
     async fn drain_turn(&mut self, ring: &mut RingBuf<MapData>) -> bool {
         let emptied = self.drain(ring);
+        let exporter = &self.exporter;
+        self.pipeline.release_held(false, &mut |span| exporter.submit(span));
         if !emptied {
             // Still a backlog: the ring stays readable, so without this the
             // loop would run on and the exporter (a task on this thread)
@@ -273,11 +278,18 @@ impl Agent {
             };
             log.write(&event, resolved);
         }
-        if let Event::Proc(ProcRecord::Exec { tgid, .. }) = event
-            && self.exe_selected(tgid)
-            && let Err(err) = self.capture.allow_pid(tgid)
-        {
-            tracing::warn!(pid = tgid, %err, "cannot add process to the allow-list");
+        match event {
+            Event::ConnOpen(rec) => self.capture.scan_for_tls_libraries(rec.tgid),
+            Event::Proc(ProcRecord::Exit { tgid, .. }) => self.capture.forget_tls_libraries(tgid),
+            Event::Proc(ProcRecord::Exec { tgid, .. }) => {
+                self.capture.forget_tls_libraries(tgid);
+                if self.exe_selected(tgid)
+                    && let Err(err) = self.capture.allow_pid(tgid)
+                {
+                    tracing::warn!(pid = tgid, %err, "cannot add process to the allow-list");
+                }
+            }
+            _ => {}
         }
     }
 

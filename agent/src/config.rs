@@ -58,6 +58,18 @@ pub enum CaptureHook {
     Syscalls,
 }
 
+/// Whether TLS connections are read through their library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsCapture {
+    /// Uprobes on OpenSSL's `SSL_read`/`SSL_write` (and `_ex`) in each
+    /// libssl found; TLS capture is left off, with a warning, if the kernel
+    /// refuses them.
+    Auto,
+    /// No uprobes: TLS connections are seen as ciphertext and not parsed.
+    Off,
+}
+
 /// kspan: OpenTelemetry traces for every service on this host, from the
 /// kernel, with no code changes. OTLP export is configured with the standard
 /// OTEL_EXPORTER_OTLP_* variables; without an endpoint, spans are printed.
@@ -112,6 +124,11 @@ pub struct Cli {
     #[arg(long, env = "KSPAN_CAPTURE_HOOK", value_enum)]
     pub capture_hook: Option<CaptureHook>,
 
+    /// TLS plaintext from OpenSSL: `auto` attaches uprobes to every libssl
+    /// traced processes map; `off` leaves TLS connections unparsed.
+    #[arg(long, env = "KSPAN_TLS", value_enum)]
+    pub tls: Option<TlsCapture>,
+
     /// Kernel ring buffer size in bytes (a power of two, >= 4096).
     #[arg(long, env = "KSPAN_RINGBUF_SIZE")]
     pub ringbuf_size: Option<u32>,
@@ -155,6 +172,7 @@ pub struct Config {
     pub routes: Vec<String>,
     pub capture_size: u32,
     pub capture_hook: CaptureHook,
+    pub tls: TlsCapture,
     pub ringbuf_size: u32,
     pub max_connections: usize,
     pub metrics_interval: u64,
@@ -197,6 +215,7 @@ impl Cli {
             routes: pick_vec(self.route, file.route),
             capture_size: self.capture_size.or(file.capture_size).unwrap_or(kspan_common::DEFAULT_CAPTURE),
             capture_hook: self.capture_hook.or(file.capture_hook).unwrap_or(CaptureHook::Auto),
+            tls: self.tls.or(file.tls).unwrap_or(TlsCapture::Auto),
             ringbuf_size,
             max_connections: self.max_connections.or(file.max_connections).unwrap_or(65536),
             metrics_interval: self.metrics_interval.or(file.metrics_interval).unwrap_or(30),

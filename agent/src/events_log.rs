@@ -36,6 +36,7 @@ impl EventsLog {
             Event::Data(d) => json!({
                 "type": "data", "pid": d.tgid, "tid": d.tid, "fd": d.fd, "conn_id": d.conn_id,
                 "direction": format!("{:?}", d.direction).to_lowercase(), "call": format!("{:?}", d.call).to_lowercase(),
+                "source": format!("{:?}", d.source).to_lowercase(),
                 "enter_ns": d.enter_ns, "exit_ns": d.exit_ns, "size": d.size, "truncated": d.truncated,
                 "payload_hex": hex(d.payload),
             }),

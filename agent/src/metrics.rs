@@ -64,6 +64,7 @@ impl Metrics {
             k(KernelCounter::RingbufDropped) + k(KernelCounter::ControlDropped),
             k(KernelCounter::SocketCalls),
             k(KernelCounter::Unattributed),
+            k(KernelCounter::TlsUnattributed),
             self.bytes_captured.get(),
             k(KernelCounter::BodiesSkipped),
             self.decode_errors.get(),
@@ -91,11 +92,12 @@ pub enum Kind {
 
 /// Name (as logged, and after `kspan_` for Prometheus), kind and meaning of
 /// each value [`Metrics::read`] returns.
-pub const METRICS: [(&str, Kind, &str); 18] = [
+pub const METRICS: [(&str, Kind, &str); 19] = [
     ("events", Kind::Counter, "Records read from the kernel ring buffer."),
     ("events_dropped_ringbuf", Kind::Counter, "Records the kernel could not write: the ring buffer was full."),
     ("socket_calls", Kind::Counter, "Socket transfers of traced processes seen in the kernel."),
     ("socket_io_unattributed", Kind::Counter, "Socket transfers no file descriptor could be tied to (io_uring, kernel sockets)."),
+    ("tls_calls_unattributed", Kind::Counter, "TLS library calls no connection could be tied to (memory BIOs): plaintext not captured."),
     ("bytes_captured", Kind::Counter, "Payload bytes copied from the kernel."),
     ("http1_bodies_skipped", Kind::Counter, "HTTP/1 bodies counted in the kernel rather than copied."),
     ("decode_errors", Kind::Counter, "Ring buffer records that did not decode."),
@@ -150,10 +152,10 @@ mod tests {
         let values: [u64; METRICS.len()] = std::array::from_fn(|i| i as u64 * 10);
         let line = log_line(&values);
         assert!(line.starts_with("events=0 events_dropped_ringbuf=10 "), "{line}");
-        assert!(line.ends_with(" spans_failed=170"), "{line}");
+        assert!(line.ends_with(" spans_failed=180"), "{line}");
         let text = prometheus_text(&values);
-        assert!(text.contains("# TYPE kspan_spans_exported_total counter\nkspan_spans_exported_total 150\n"), "{text}");
-        assert!(text.contains("# TYPE kspan_connections_tracked gauge\nkspan_connections_tracked 110\n"), "{text}");
+        assert!(text.contains("# TYPE kspan_spans_exported_total counter\nkspan_spans_exported_total 160\n"), "{text}");
+        assert!(text.contains("# TYPE kspan_connections_tracked gauge\nkspan_connections_tracked 120\n"), "{text}");
         assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), METRICS.len());
     }
 }

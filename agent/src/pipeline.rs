@@ -5,9 +5,14 @@
 //! be run through exactly what the daemon runs (the `pipeline` benchmark
 //! does).
 
-use std::path::Path;
+use std::{
+    collections::VecDeque,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use kspan_common::{Call, Role};
+use kspan_common::{Call, Role, Source};
 
 use crate::{
     capture::decode::{ConnRecord, DataRecord, Event, ProcRecord},
@@ -22,8 +27,8 @@ use crate::{
     span::{
         Clock,
         builder::SpanBuilder,
-        linker::{Linker, Propagation},
-        model::Span,
+        linker::{AwaitingPeer, Finished, Linker, Propagation, TraceCtx},
+        model::{Resource, Span},
         route::RouteTemplater,
         sampler::Sampler,
     },
@@ -32,6 +37,21 @@ use crate::{
 
 /// Processes whose identity (service name, resource) is remembered.
 const REGISTRY_CAPACITY: usize = 4096;
+/// How long a server's span waits for its client's start to be seen (see
+/// `Linker::finish_or_wait`): the client is late by a scheduling delay.
+const PEER_GRACE: Duration = Duration::from_millis(50);
+/// Spans held at once; past it they go out unlinked rather than queue.
+const MAX_HELD: usize = 8192;
+
+/// A server span held for its client.
+struct Held {
+    conn: Connection,
+    event: ProtocolEvent,
+    /// Taken when the exchange ended: the process may be gone by release.
+    resource: Arc<Resource>,
+    awaiting: AwaitingPeer,
+    since: Instant,
+}
 
 pub struct Pipeline {
     pub conns: ConnTable,
@@ -42,6 +62,7 @@ pub struct Pipeline {
     linker: Linker,
     /// Reused for the events each record completes.
     protocol_events: Vec<ProtocolEvent>,
+    held: VecDeque<Held>,
 }
 
 impl Pipeline {
@@ -63,6 +84,7 @@ impl Pipeline {
             builder: SpanBuilder::new(clock, routes),
             linker: Linker::with_sampler(sampler),
             protocol_events: Vec::new(),
+            held: VecDeque::new(),
         }
     }
 
@@ -107,12 +129,19 @@ impl Pipeline {
 
     fn on_data(&mut self, rec: &DataRecord, out: &mut impl FnMut(Span)) {
         self.metrics.bytes_captured.add(rec.payload.len() as u64);
-        let Some(conn) = self.conns.get(rec.conn_id).cloned() else {
+        let Some(mut conn) = self.conns.get(rec.conn_id).cloned() else {
             // Its open record was lost (ring buffer full): bytes of a
             // connection we cannot place are dropped, and counted.
             self.metrics.data_without_connection.inc();
             return;
         };
+        if rec.source == Source::Tls && !conn.tls {
+            // What was seen so far was the handshake's ciphertext: the
+            // plaintext starts a stream of its own.
+            self.conns.mark_tls(conn.id);
+            conn.tls = true;
+            self.streams.restart(conn.id);
+        }
         let mut events = std::mem::take(&mut self.protocol_events);
         self.streams.on_data(&conn, rec, &mut events);
         self.on_protocol_events(&conn, &mut events, out);
@@ -127,7 +156,7 @@ impl Pipeline {
 
     fn on_protocol_events(&mut self, conn: &Connection, events: &mut Vec<ProtocolEvent>, out: &mut impl FnMut(Span)) {
         for ev in events.drain(..) {
-            let built = match &ev.event {
+            let seq = match &ev.event {
                 AppEvent::Http1(Http1Event::RequestStarted { seq, head, first }) => {
                     let w3c = Propagation {
                         traceparent: head.traceparent.as_deref(),
@@ -148,27 +177,54 @@ impl Pipeline {
                     self.request_started(conn, &ev, *seq, &Propagation::default(), first);
                     continue;
                 }
-                AppEvent::Db(system, DbEvent::Exchange(ex)) => {
-                    let ctx = self.linker.finish(conn.id, ex.seq);
-                    self.builder.db(conn, ev.role, *system, ex, self.registry.resource(ev.pid), ctx)
-                }
-                AppEvent::Http1(Http1Event::Exchange(ex)) => {
-                    let ctx = self.linker.finish(conn.id, ex.seq);
-                    self.builder.http1(conn, ev.role, ex, self.registry.resource(ev.pid), ctx)
-                }
-                AppEvent::Http2(Http2Event::Exchange(ex)) => {
-                    let ctx = self.linker.finish(conn.id, u64::from(ex.stream_id));
-                    self.builder.http2(conn, ev.role, ex, self.registry.resource(ev.pid), ctx)
-                }
+                AppEvent::Db(_, DbEvent::Exchange(ex)) => ex.seq,
+                AppEvent::Http1(Http1Event::Exchange(ex)) => ex.seq,
+                AppEvent::Http2(Http2Event::Exchange(ex)) => u64::from(ex.stream_id),
             };
-            match built {
-                Ok(span) => {
-                    self.metrics.spans.inc();
-                    out(span);
+            let resource = self.registry.resource(ev.pid);
+            let ctx = match self.linker.finish_or_wait(conn, seq) {
+                Finished::Now(ctx) => ctx,
+                Finished::AwaitingPeer(awaiting) if self.held.len() < MAX_HELD => {
+                    let since = Instant::now();
+                    self.held.push_back(Held { conn: conn.clone(), event: ev, resource, awaiting, since });
+                    continue;
                 }
-                Err(_) => self.metrics.spans_sampled_out.inc(),
-            }
+                Finished::AwaitingPeer(awaiting) => self.linker.finish_awaited(awaiting),
+            };
+            self.build(conn, &ev, resource, ctx, out);
         }
+    }
+
+    fn build(&mut self, conn: &Connection, ev: &ProtocolEvent, resource: Arc<Resource>, ctx: TraceCtx, out: &mut impl FnMut(Span)) {
+        let built = match &ev.event {
+            AppEvent::Db(system, DbEvent::Exchange(ex)) => self.builder.db(conn, ev.role, *system, ex, resource, ctx),
+            AppEvent::Http1(Http1Event::Exchange(ex)) => self.builder.http1(conn, ev.role, ex, resource, ctx),
+            AppEvent::Http2(Http2Event::Exchange(ex)) => self.builder.http2(conn, ev.role, ex, resource, ctx),
+            // Starts are handled as they come.
+            _ => return,
+        };
+        match built {
+            Ok(span) => {
+                self.metrics.spans.inc();
+                out(span);
+            }
+            Err(_) => self.metrics.spans_sampled_out.inc(),
+        }
+    }
+
+    /// Builds the spans held for their client (see
+    /// `Linker::finish_or_wait`) once they have waited `PEER_GRACE`, or all
+    /// of them with `all` (at exit).
+    pub fn release_held(&mut self, all: bool, out: &mut impl FnMut(Span)) {
+        while self.held.front().is_some_and(|h| all || h.since.elapsed() >= PEER_GRACE) {
+            let Some(held) = self.held.pop_front() else { break };
+            let ctx = self.linker.finish_awaited(held.awaiting);
+            self.build(&held.conn, &held.event, held.resource, ctx, out);
+        }
+    }
+
+    pub fn held_len(&self) -> usize {
+        self.held.len()
     }
 
     /// A request (or database command) began: the linker allocates its
@@ -179,5 +235,80 @@ impl Pipeline {
         let started_ns = if ev.role == Role::Server { first.exit_ns } else { first.enter_ns };
         let peer_traced = self.conns.peer_tracked(conn);
         self.linker.request_started_with_peer(conn, ev.role, seq, w3c, started_ns, ev.tid, peer_traced);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kspan_common::{Call, Direction, Role, Source};
+
+    use super::*;
+    use crate::{
+        capture::decode::{ConnRecord, DataRecord, Event},
+        export::ExportMetrics,
+        span::model::AttrValue,
+    };
+
+    fn pipeline() -> Pipeline {
+        let sampler = Sampler::from_values(Some("always_on"), None).unwrap();
+        let metrics = Metrics::new(Arc::new(ExportMetrics::default()));
+        let routes = RouteTemplater::new(&[]).unwrap();
+        Pipeline::new(16, Path::new("/nonexistent"), routes, sampler, Clock::now(), metrics)
+    }
+
+    fn data(source: Source, direction: Direction, ts: u64, payload: &[u8]) -> Event<'_> {
+        Event::Data(DataRecord {
+            tgid: 7,
+            tid: 7,
+            fd: 3,
+            conn_id: 1,
+            direction,
+            source,
+            call: if direction == Direction::Egress { Call::Write } else { Call::Read },
+            enter_ns: ts,
+            exit_ns: ts + 1,
+            size: payload.len() as u64,
+            truncated: false,
+            payload,
+        })
+    }
+
+    /// A TLS server connection: handshake ciphertext from the socket, then
+    /// the library's plaintext, then more socket ciphertext.
+    #[test]
+    fn tls_plaintext_replaces_the_ciphertext_stream() {
+        let mut p = pipeline();
+        let open = ConnRecord {
+            tgid: 7,
+            tid: 7,
+            fd: 3,
+            conn_id: 1,
+            role: Role::Server,
+            call: Call::Accept,
+            ts_ns: 1,
+            inode: 0,
+            netns: 1,
+            local: Some("127.0.0.1:443".parse().unwrap()),
+            remote: Some("127.0.0.1:50000".parse().unwrap()),
+            comm: "srv".into(),
+        };
+        let mut spans = Vec::new();
+        let mut out = |s: Span| spans.push(s);
+        let close = ConnRecord { call: Call::Close, ts_ns: 40, ..open.clone() };
+        p.handle(&Event::ConnOpen(open), &mut out);
+        // A ClientHello, and a record that happens to read like a request.
+        p.handle(&data(Source::Syscall, Direction::Ingress, 10, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"), &mut out);
+        p.handle(&data(Source::Tls, Direction::Ingress, 20, b"GET /a?k=v HTTP/1.1\r\nHost: x\r\n\r\n"), &mut out);
+        p.handle(&data(Source::Syscall, Direction::Ingress, 25, b"GET /ciphertext HTTP/1.1\r\n\r\n"), &mut out);
+        p.handle(&data(Source::Tls, Direction::Egress, 30, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), &mut out);
+        // Had the ciphertext been parsed, its "request" would end unanswered here.
+        p.handle(&Event::ConnClose(close), &mut out);
+        p.release_held(true, &mut out);
+        assert_eq!(spans.len(), 1, "{spans:?}");
+        let span = &spans[0];
+        assert_eq!(span.name, "GET /a");
+        assert!(matches!(span.attr("url.scheme"), Some(AttrValue::Str(s)) if &**s == "https"));
     }
 }

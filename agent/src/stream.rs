@@ -2,7 +2,7 @@
 //! in syscall order, go to the parser that recognised them.
 
 
-use kspan_common::{Direction, Role};
+use kspan_common::{Direction, Role, Source};
 use rustc_hash::FxHashMap;
 
 use crate::{
@@ -99,6 +99,11 @@ impl Streams {
     /// Appends to `out` what the bytes of `rec` completed: one buffer
     /// reused for every record, instead of a vector per record and stage.
     pub fn on_data(&mut self, conn: &Connection, rec: &DataRecord, out: &mut Vec<ProtocolEvent>) {
+        if conn.tls && rec.source != Source::Tls {
+            // Ciphertext the TLS library moved outside the calls kspan
+            // hooks (handshake, alerts, session tickets).
+            return;
+        }
         if !self.sessions.contains_key(&conn.id) && self.sessions.len() >= self.capacity {
             self.stats.sessions_over_capacity += 1;
             return;
@@ -151,6 +156,12 @@ impl Streams {
         if broken {
             *session = Session::Ignored;
         }
+    }
+
+    /// Forgets what the connection's bytes were so far: the next record
+    /// starts protocol detection afresh (TLS plaintext after the handshake).
+    pub fn restart(&mut self, conn_id: u64) {
+        self.sessions.remove(&conn_id);
     }
 
     /// The connection ended: requests still waiting come out as errors.

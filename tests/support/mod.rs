@@ -14,7 +14,8 @@
 //!   [`Server`] (peer servers), all killed on Drop, all with logs in a
 //!   [`TempDir`] that their error messages quote;
 //! * polling: [`wait_until`], [`free_port`], [`wait_listening`], [`wait_connectable`];
-//! * namespaces: [`Netns`] (deleted on Drop), [`ip`].
+//! * namespaces: [`Netns`] (deleted on Drop), [`ip`];
+//! * TLS: [`write_pki`] (a CA, a server and a client certificate).
 //!
 //! Synchronisation is always "poll a condition with a deadline", never a
 //! fixed sleep: fast machines stay fast and slow CI gets the full deadline.
@@ -439,10 +440,12 @@ pub fn record_payload(record: &Value) -> Vec<u8> {
 
 mod kspan;
 mod netns;
+mod pki;
 mod receiver;
 mod server;
 
 pub use kspan::*;
 pub use netns::*;
+pub use pki::*;
 pub use receiver::*;
 pub use server::*;

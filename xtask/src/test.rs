@@ -20,7 +20,7 @@ pub struct Options {
 /// Integration tests that start kspan: run a second time on the syscall
 /// capture path, the fallback for kernels without socket tracepoints, so
 /// both paths keep every guarantee.
-const KSPAN_TESTS: &[&str] = &["capture", "http", "traces", "hosts", "grpc", "databases", "faults"];
+const KSPAN_TESTS: &[&str] = &["capture", "http", "traces", "hosts", "grpc", "databases", "faults", "tls"];
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     setup::run(&setup::Options::default())?;

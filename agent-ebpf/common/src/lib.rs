@@ -374,9 +374,13 @@ pub enum Counter {
     /// HTTP/1 message bodies left out of a record: the head was captured,
     /// and the body only counted (its framing is the `Content-Length`).
     BodiesSkipped = 7,
+    /// TLS library calls whose connection could not be named (the call
+    /// did no socket I/O and its `SSL` object was never seen doing any):
+    /// their plaintext is not captured.
+    TlsUnattributed = 8,
 }
 
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 9;
 
 #[cfg(feature = "user")]
 mod pod {

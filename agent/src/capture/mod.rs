@@ -3,6 +3,7 @@
 
 pub mod btf;
 pub mod decode;
+pub mod openssl;
 pub mod propagate;
 pub mod tracefs;
 
@@ -109,6 +110,8 @@ pub struct CaptureOptions {
     pub propagate: bool,
     /// With `propagate`: only sockets of this network namespace.
     pub propagate_netns: Option<PathBuf>,
+    /// Capture TLS plaintext with uprobes on OpenSSL.
+    pub tls: bool,
     /// Act as if the kernel had rejected the socket capture programs, so
     /// tests can check the fallback to syscall tracepoints on a kernel that
     /// accepts them (`KSPAN_SIMULATE_SOCKET_HOOK_REJECTION=1`).
@@ -117,6 +120,8 @@ pub struct CaptureOptions {
 
 pub struct Capture {
     ebpf: Ebpf,
+    /// TLS plaintext probes, when on and loaded.
+    openssl: Option<openssl::OpenSsl>,
     /// Dropped after `ebpf`, once sock_ops is detached.
     propagation: Option<propagate::Propagation>,
 }
@@ -185,7 +190,7 @@ impl Capture {
             .map_max_entries("SCRATCH", possible_cpus())
             .load(EBPF_OBJECT)
             .map_err(CaptureError::Load)?;
-        let mut capture = Self { ebpf, propagation: None };
+        let mut capture = Self { ebpf, openssl: None, propagation: None };
         for port in &opts.ports {
             capture
                 .port_filter()?
@@ -217,7 +222,37 @@ impl Capture {
         if opts.propagate {
             capture.propagation = Some(propagate::attach(&mut capture.ebpf)?);
         }
+        if opts.tls {
+            capture.load_openssl();
+        }
         Ok(capture)
+    }
+
+    /// TLS capture is an addition: a kernel that refuses uprobes still
+    /// gets every plaintext connection traced.
+    fn load_openssl(&mut self) {
+        match openssl::OpenSsl::load(&mut self.ebpf, Path::new("/proc")) {
+            Ok(mut probes) => {
+                probes.attach_existing(&mut self.ebpf);
+                self.openssl = Some(probes);
+            }
+            Err(err) => tracing::warn!(%err, "TLS plaintext capture is off: the OpenSSL probes did not load"),
+        }
+    }
+
+    /// A traced process opened a connection: attach to the libssl it maps,
+    /// if it is a copy not seen before (a container's).
+    pub fn scan_for_tls_libraries(&mut self, pid: u32) {
+        if let Some(probes) = &mut self.openssl {
+            probes.scan_process(&mut self.ebpf, pid);
+        }
+    }
+
+    /// Process `pid` exited or exec'd (see `scan_for_tls_libraries`).
+    pub fn forget_tls_libraries(&mut self, pid: u32) {
+        if let Some(probes) = &mut self.openssl {
+            probes.forget(pid);
+        }
     }
 
     fn attach_syscalls(&mut self) -> Result<(), CaptureError> {

@@ -29,6 +29,9 @@ pub struct Connection {
     /// The connection predates kspan (or its accept/connect was missed).
     pub mid_stream: bool,
     pub opened_ns: u64,
+    /// Its bytes come decrypted from a TLS library: what the socket itself
+    /// carries is ciphertext.
+    pub tls: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +99,13 @@ impl ConnTable {
         self.by_id.get(&id)
     }
 
+    /// Plaintext from a TLS library arrived for connection `id`.
+    pub fn mark_tls(&mut self, id: u64) {
+        if let Some(conn) = self.by_id.get_mut(&id) {
+            conn.tls = true;
+        }
+    }
+
     /// Whether the other end of `conn` is a connection kspan also tracks:
     /// both ends are traced processes on this host.
     pub fn peer_tracked(&self, conn: &Connection) -> bool {
@@ -124,6 +134,7 @@ impl ConnTable {
             netns: rec.netns,
             mid_stream: rec.call == Call::FirstData,
             opened_ns: rec.ts_ns,
+            tls: false,
         };
         if conn.role == Role::Unknown || conn.local.is_none() {
             self.resolve_from_procfs(&mut conn, rec.inode);

@@ -122,6 +122,15 @@ impl Node {
     }
 }
 
+/// What `Linker::finish_or_wait` decided.
+pub enum Finished {
+    Now(TraceCtx),
+    AwaitingPeer(AwaitingPeer),
+}
+
+/// A finished server request whose client has not shown up yet.
+pub struct AwaitingPeer(NodeRef);
+
 /// (client endpoint, server endpoint, request order on the connection).
 type PeerKey = (SocketAddr, SocketAddr, u64);
 
@@ -501,7 +510,17 @@ impl Linker {
         }
         let (from, to) = (root(&s.group), root(&client_group));
         if !Rc::ptr_eq(&from, &to) {
-            from.borrow_mut().merged_into = Some(to);
+            // The trace whose id no span has carried out yet takes the
+            // other's id. A server held back for its client may have had
+            // its own calls' spans exported already; when both trace ids
+            // are out, the pair stays apart rather than split a trace.
+            if !from.borrow().exported {
+                from.borrow_mut().merged_into = Some(to);
+            } else if !to.borrow().exported && !to.borrow().pinned {
+                to.borrow_mut().merged_into = Some(from);
+            } else {
+                return;
+            }
         }
         s.parent = Some(client_span);
         self.stats.linked_same_host += 1;
@@ -526,18 +545,37 @@ impl Linker {
     /// The context for the span of request `seq` on `conn`; a fresh root
     /// when the request's start was not seen.
     pub fn finish(&mut self, conn_id: u64, seq: u64) -> TraceCtx {
-        let node = self.requests.get_mut(&conn_id).and_then(|m| m.remove(&seq));
-        let Some(node) = node else {
-            let trace_id = self.ids.trace_id();
-            return TraceCtx {
-                trace_id,
-                span_id: self.ids.span_id(),
-                parent_span_id: None,
-                parent_is_remote: false,
-                trace_state: String::new(),
-                sampled: self.sampler.keeps(&trace_id),
-            };
+        let node = self.take_request(conn_id, seq);
+        self.context_of(node)
+    }
+
+    /// Like `finish`, unless `conn`'s request `seq` is a server's that still
+    /// waits for its client on this host: its span then waits too, or it
+    /// would go out as a root just before its parent shows up. That happens
+    /// when the client's record reaches the ring after the server's whole
+    /// exchange: a TLS library's plaintext is reported when its call
+    /// returns, and on loopback the woken server often runs first.
+    pub fn finish_or_wait(&mut self, conn: &Connection, seq: u64) -> Finished {
+        let waiting = match (conn.local, conn.remote) {
+            (Some(local), Some(remote)) => self.inbound.map.contains_key(&(canonical(remote), canonical(local), seq)),
+            _ => false,
         };
+        match self.take_request(conn.id, seq) {
+            Some(node) if waiting => Finished::AwaitingPeer(AwaitingPeer(node)),
+            node => Finished::Now(self.context_of(node)),
+        }
+    }
+
+    /// The context of a request `finish_or_wait` held back, linked to its
+    /// client if that has shown up since.
+    pub fn finish_awaited(&mut self, awaiting: AwaitingPeer) -> TraceCtx {
+        self.context_of(Some(awaiting.0))
+    }
+
+    /// Takes request `seq` of `conn_id` out of the tables of requests in
+    /// flight.
+    fn take_request(&mut self, conn_id: u64, seq: u64) -> Option<NodeRef> {
+        let node = self.requests.get_mut(&conn_id).and_then(|m| m.remove(&seq))?;
         node.borrow_mut().done = true;
         let reader = node.borrow().reader;
         if let Some(reader) = reader
@@ -559,6 +597,21 @@ impl Linker {
             self.inherited.retain(|_, n| !n.borrow().done);
             self.inherited_sweep_at = 2 * self.inherited.len();
         }
+        Some(node)
+    }
+
+    fn context_of(&mut self, node: Option<NodeRef>) -> TraceCtx {
+        let Some(node) = node else {
+            let trace_id = self.ids.trace_id();
+            return TraceCtx {
+                trace_id,
+                span_id: self.ids.span_id(),
+                parent_span_id: None,
+                parent_is_remote: false,
+                trace_state: String::new(),
+                sampled: self.sampler.keeps(&trace_id),
+            };
+        };
         let n = node.borrow();
         let group = root(&n.group);
         group.borrow_mut().exported = true;

@@ -14,6 +14,7 @@ fn conn(id: u64, pid: u32, local: &str, remote: &str, role: Role) -> Connection 
         netns: 1,
         mid_stream: false,
         opened_ns: 0,
+        tls: false,
     }
 }
 
@@ -340,4 +341,41 @@ fn io_thread_call_finds_the_earlier_request_when_the_later_ended() {
     l.request_started(&out, Role::Client, 0, &head(None), 12, 250);
     let o = l.finish(3, 0);
     assert_eq!(o.parent_span_id, Some(l.finish(1, 0).span_id));
+}
+
+/// The server's whole exchange is seen before its client's start (a TLS
+/// client's plaintext is reported when its call returns): the server's
+/// span waits, then joins its client's trace. Its own call's span went out
+/// meanwhile, so the client's trace takes the server's id, not the reverse.
+#[test]
+fn server_finished_before_its_client_waits_and_links() {
+    let mut l = Linker::new();
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let a_out = conn(2, 200, "127.0.0.1:40001", "10.0.0.1:80", Role::Client);
+    let curl = conn(10, 100, "127.0.0.1:40000", "127.0.0.1:8000", Role::Client);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 20, 201);
+    l.request_started(&a_out, Role::Client, 0, &head(None), 30, 201);
+    let a_client = l.finish(2, 0);
+    let Finished::AwaitingPeer(held) = l.finish_or_wait(&a_in, 0) else {
+        panic!("a server whose traced client has not shown up waits");
+    };
+    l.request_started(&curl, Role::Client, 0, &head(None), 10, 100);
+    let a = l.finish_awaited(held);
+    let c = l.finish(10, 0);
+    assert_eq!(a.parent_span_id, Some(c.span_id));
+    assert_eq!(a_client.parent_span_id, Some(a.span_id));
+    assert_eq!((a.trace_id, c.trace_id), (a_client.trace_id, a_client.trace_id), "one trace, under the id already out");
+}
+
+#[test]
+fn server_whose_client_was_seen_first_does_not_wait() {
+    let mut l = Linker::new();
+    let curl = conn(10, 100, "127.0.0.1:40000", "127.0.0.1:8000", Role::Client);
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    l.request_started(&curl, Role::Client, 0, &head(None), 10, 100);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 20, 201);
+    let Finished::Now(a) = l.finish_or_wait(&a_in, 0) else {
+        panic!("already linked: nothing to wait for");
+    };
+    assert_eq!(a.parent_span_id, Some(l.finish(10, 0).span_id));
 }

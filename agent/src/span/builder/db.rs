@@ -77,6 +77,7 @@ mod tests {
             netns: 0,
             mid_stream: false,
             opened_ns: 0,
+            tls: false,
         }
     }
 

@@ -141,7 +141,10 @@ impl SpanBuilder {
         resource: Arc<Resource>,
         ctx: TraceCtx,
     ) -> Result<Span, Skipped> {
-        let (view, timing) = http::view_http1(ex);
+        let (mut view, timing) = http::view_http1(ex);
+        if conn.tls {
+            view.scheme = Text::Static("https");
+        }
         self.http(conn, role, &view, timing, resource, ctx)
     }
 

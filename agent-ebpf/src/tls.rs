@@ -1,0 +1,218 @@
+//! TLS plaintext from OpenSSL (libssl): uprobes on `SSL_read`/`SSL_write`
+//! and their `_ex` forms copy the application's bytes after decryption and
+//! before encryption, into the same records the socket path makes, marked
+//! `Source::Tls`.
+//!
+//! The connection is the one the call's own socket I/O goes to: while a
+//! call is in flight on a thread, the socket programs hand it their
+//! connection instead of reporting the ciphertext. A call that does no
+//! socket I/O (the bytes were already decrypted, or the write was buffered)
+//! uses the connection its `SSL` object was last seen on. Libraries that do
+//! their socket I/O outside these calls (memory BIOs, as Node.js uses) are
+//! never tied to a connection: counted as `TlsUnattributed`.
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, uprobe, uretprobe},
+    maps::{Array, HashMap, LruHashMap},
+    programs::{ProbeContext, RetProbeContext},
+};
+use kspan_common::{Call, Counter, Direction, Source};
+
+use crate::{
+    capture,
+    maps::{PendingCall, count},
+    threadctx,
+};
+
+/// A TLS call between its entry and return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsCall {
+    pub ssl: u64,
+    pub buf: u64,
+    /// `SSL_read_ex`/`SSL_write_ex`: where the byte count is written (their
+    /// return value is only success or failure). 0 for the plain forms.
+    pub count_ptr: u64,
+    pub enter_ns: u64,
+    /// The connection the call's socket I/O went to; 0 until it does any.
+    pub conn_id: u64,
+    pub fd: i32,
+    pub role: u8,
+    /// A `Direction`.
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslKey {
+    pub ssl: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslConn {
+    pub conn_id: u64,
+    pub fd: i32,
+    pub role: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Calls in flight, by pid_tgid. Removed at return and at thread exit.
+#[map]
+pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(16384, 0);
+
+/// The connection each `SSL` object was last seen doing socket I/O on.
+#[map]
+pub static SSL_CONNS: LruHashMap<SslKey, SslConn> = LruHashMap::with_max_entries(65536, 0);
+
+/// Set once a traced process has made a TLS call, so the socket programs
+/// look `TLS_CALLS` up only where there can be something in it: a traced
+/// service that never uses OpenSSL pays one array read per transfer, not a
+/// hash lookup. (A count of calls in flight would clear it again, but the
+/// BPF target has no atomic read-modify-write in Rust's `core`.)
+#[map]
+static TLS_SEEN: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn tls_seen() -> bool {
+    TLS_SEEN.get(0).is_some_and(|seen| *seen != 0)
+}
+
+fn try_enter(ctx: &ProbeContext, direction: Direction, ex: bool) -> Result<(), i32> {
+    let (pid_tgid, tgid, _) = crate::current();
+    if !crate::should_trace(tgid) {
+        return Ok(());
+    }
+    let call = TlsCall {
+        ssl: ctx.arg(0).ok_or(1)?,
+        buf: ctx.arg(1).ok_or(1)?,
+        count_ptr: if ex { ctx.arg(3).ok_or(1)? } else { 0 },
+        enter_ns: unsafe { bpf_ktime_get_ns() },
+        conn_id: 0,
+        fd: -1,
+        role: 0,
+        direction: direction as u8,
+        _pad: [0; 2],
+    };
+    TLS_CALLS.insert(&pid_tgid, &call, 0).map_err(|e| e as i32)?;
+    if !tls_seen()
+        && let Some(seen) = TLS_SEEN.get_ptr_mut(0)
+    {
+        // SAFETY: a map value; a racing store writes the same value.
+        unsafe { *seen = 1 };
+    }
+    Ok(())
+}
+
+/// Socket I/O by the current thread on connection `conn_id`: when a TLS
+/// call is in flight on it, the call takes the connection and the bytes
+/// (ciphertext) are not reported. `role` is asked only then.
+#[inline(always)]
+pub fn claim(pid_tgid: u64, conn_id: u64, fd: i32, role: impl FnOnce() -> u8) -> bool {
+    if !tls_seen() {
+        return false;
+    }
+    let Some(call) = TLS_CALLS.get_ptr_mut(&pid_tgid) else {
+        return false;
+    };
+    // SAFETY: this thread's entry; only this thread writes it.
+    unsafe {
+        (*call).conn_id = conn_id;
+        (*call).fd = fd;
+        (*call).role = role();
+    }
+    true
+}
+
+/// A thread died: a call it was inside never returns.
+#[inline(always)]
+pub fn thread_exited(pid_tgid: u64) {
+    if tls_seen() {
+        let _ = TLS_CALLS.remove(&pid_tgid);
+    }
+}
+
+fn try_return(ctx: &RetProbeContext) -> Result<(), i32> {
+    let (pid_tgid, tgid, tid) = crate::current();
+    let Some(call) = (unsafe { TLS_CALLS.get(&pid_tgid) }).copied() else {
+        return Ok(());
+    };
+    let _ = TLS_CALLS.remove(&pid_tgid);
+    let rc = ctx.ret::<u64>() as i32;
+    let bytes = if call.count_ptr != 0 {
+        if rc != 1 {
+            return Ok(());
+        }
+        // SAFETY: user pointer, read with a faulting-safe helper.
+        unsafe { bpf_probe_read_user(call.count_ptr as *const u64) }.map_err(|e| e as i32)?
+    } else if rc > 0 {
+        rc as u64
+    } else {
+        return Ok(());
+    };
+    if bytes == 0 {
+        return Ok(());
+    }
+    let key = SslKey { ssl: call.ssl, tgid, _pad: 0 };
+    let conn = if call.conn_id != 0 {
+        let conn = SslConn { conn_id: call.conn_id, fd: call.fd, role: call.role, _pad: [0; 3] };
+        let _ = SSL_CONNS.insert(&key, &conn, 0);
+        conn
+    } else if let Some(conn) = unsafe { SSL_CONNS.get(&key) } {
+        *conn
+    } else {
+        count(Counter::TlsUnattributed);
+        return Ok(());
+    };
+    let direction = if call.direction == Direction::Egress as u8 { Direction::Egress } else { Direction::Ingress };
+    let pending = PendingCall {
+        fd: conn.fd,
+        call: if direction == Direction::Egress { Call::Write } else { Call::Read } as u8,
+        source: Source::Tls as u8,
+        _pad: [0; 2],
+        ptr: call.buf,
+        count: bytes,
+        enter_ns: call.enter_ns,
+        conn_id: conn.conn_id,
+    };
+    // One plain buffer: the unrolled copy serves, and bpf_loop is not
+    // needed on the kernels the syscall path runs on.
+    capture::emit::<false>(&pending, tgid, tid, bytes, unsafe { bpf_ktime_get_ns() }, direction);
+    threadctx::on_data(&pending, conn.role, pid_tgid, direction == Direction::Egress);
+    Ok(())
+}
+
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    let _ = try_enter(&ctx, Direction::Egress, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    let _ = try_enter(&ctx, Direction::Egress, true);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    let _ = try_enter(&ctx, Direction::Ingress, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    let _ = try_enter(&ctx, Direction::Ingress, true);
+    0
+}
+
+/// One return program for all four: the call in flight says which it was.
+#[uretprobe]
+pub fn ssl_return(ctx: RetProbeContext) -> u32 {
+    let _ = try_return(&ctx);
+    0
+}

@@ -1,0 +1,211 @@
+//! TLS plaintext through OpenSSL uprobes: real HTTPS servers and clients
+//! (Python's ssl module, curl, nginx), no tracing code, no keys given to
+//! kspan; checked on what the OTLP receiver got.
+
+mod support;
+
+use std::{process::Command, time::Duration};
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn prerequisites() -> bool {
+    require_root() && require_bpf() && require_python() && require_cmd("curl").is_some()
+}
+
+fn kspan_on_ports(ports: &[u16], receiver: &Receiver, extra: &[&str]) -> Kspan {
+    let ports = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    let mut args = vec!["--open-ports", &ports];
+    args.extend_from_slice(extra);
+    Kspan::start(
+        &args,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .expect("kspan starts")
+}
+
+/// chain_app.py serving HTTPS with the test PKI's server certificate,
+/// calling `downstream` (verified against the test CA) when given.
+fn https_app(pki: &TempDir, port: u16, downstream: Option<String>) -> Server {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/peers/chain_app.py")).arg(port.to_string());
+    if let Some(down) = downstream {
+        cmd.arg(down);
+    }
+    cmd.env("TLS_CERT", pki.join("server.pem"))
+        .env("TLS_KEY", pki.join("server.key"))
+        .env("REQUESTS_CA_BUNDLE", pki.join("ca.pem"));
+    Server::spawn(cmd, port).expect("https app starts")
+}
+
+fn curl_https(pki: &TempDir, args: &[&str]) -> String {
+    let ca = pki.join("ca.pem");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca)
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// curl -> A -> B, every hop over TLS: the same spans and the same one
+/// trace as in plaintext, read from OpenSSL rather than from the sockets.
+#[test]
+fn https_chain_is_one_trace() {
+    if !prerequisites() {
+        return;
+    }
+    let pki = TempDir::new().unwrap();
+    write_pki(pki.path());
+    let receiver = Receiver::start().expect("receiver");
+    let (pa, pb) = (free_port(), free_port());
+    let b = https_app(&pki, pb, None);
+    let a = https_app(&pki, pa, Some(format!("https://127.0.0.1:{pb}/hop")));
+    let kspan = kspan_on_ports(&[pa, pb], &receiver, &[]);
+
+    for n in [1, 2] {
+        let body = curl_https(&pki, &[&format!("https://127.0.0.1:{pa}/hop/{n}?token=secret")]);
+        assert_eq!(body, format!("{n}>leaf-{n}"));
+    }
+    let server_of = |s: &ReceivedSpan, pid: u32, n: u32| {
+        s.kind == "SERVER"
+            && s.resource_i64("process.pid") == Some(i64::from(pid))
+            && s.attr_str("url.path") == Some(format!("/hop/{n}").as_str())
+    };
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            [1, 2].iter().all(|n| s.iter().any(|s| server_of(s, b.pid(), *n)) && s.iter().any(|s| server_of(s, a.pid(), *n)))
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    // The clients' spans may trail their servers' by an export batch.
+    let spans = receiver.wait_for(Duration::from_secs(10), |s| s.len() >= 8).unwrap_or(spans);
+    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+
+    for n in [1, 2] {
+        let a_server = spans.iter().find(|s| server_of(s, a.pid(), n)).unwrap();
+        let b_server = spans.iter().find(|s| server_of(s, b.pid(), n)).unwrap();
+        for server in [a_server, b_server] {
+            assert_eq!(server.name, "GET /hop/{id}", "{}", dump());
+            assert_eq!(server.attr_str("url.scheme"), Some("https"));
+            assert_eq!(server.attr_i64("http.response.status_code"), Some(200));
+        }
+        assert_eq!(a_server.attr_str("url.query"), Some("token=REDACTED"), "query values redacted over TLS too");
+        let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == a_server.trace_id).collect();
+        let one = |kind: &str, service: &str| -> &ReceivedSpan {
+            let found: Vec<_> = trace.iter().filter(|s| s.kind == kind && s.resource_str("service.name") == Some(service)).collect();
+            assert_eq!(found.len(), 1, "request {n}: one {kind} span of {service} in the trace:\n{}", dump());
+            found[0]
+        };
+        let curl = one("CLIENT", "curl");
+        let a_client = trace
+            .iter()
+            .find(|s| s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(a.pid())))
+            .unwrap_or_else(|| panic!("request {n}: A's call to B is in the trace:\n{}", dump()));
+        assert_eq!(trace.len(), 4, "request {n}: curl, A, A's call, B:\n{}", dump());
+        assert!(curl.is_root(), "curl's span is the root");
+        for (child, parent) in [(a_server, curl), (*a_client, a_server), (b_server, *a_client)] {
+            assert_eq!(child.parent_span_id, parent.span_id, "request {n}: {} under {}:\n{}", child.name, parent.name, dump());
+        }
+        assert_eq!(a_client.attr_str("url.full"), Some(format!("https://127.0.0.1:{pb}/hop/{n}").as_str()));
+    }
+    // Nothing was made of the handshakes' and records' ciphertext.
+    assert_eq!(spans.len(), 8, "only the eight spans of the two requests:\n{}", dump());
+    drop(kspan);
+}
+
+/// nginx over TLS with HTTP/2 (ALPN) and HTTP/1.1, curl as the client.
+#[test]
+fn nginx_https_http2_and_http1() {
+    if !prerequisites() || require_cmd("nginx").is_none() {
+        return;
+    }
+    let pki = TempDir::new().unwrap();
+    write_pki(pki.path());
+    let receiver = Receiver::start().expect("receiver");
+    let port = free_port();
+    let dir = TempDir::new().unwrap();
+    let conf = dir.join("nginx.conf");
+    let server = format!(
+        "listen 127.0.0.1:{port} ssl http2;\n\
+         ssl_certificate {cert}; ssl_certificate_key {key};\n\
+         location /items/ {{ return 200 \"item\\n\"; }}\n\
+         location /boom {{ return 503; }}",
+        cert = pki.join("server.pem").display(),
+        key = pki.join("server.key").display(),
+    );
+    std::fs::write(&conf, nginx_config(dir.path(), "", &server)).unwrap();
+    let mut nginx = Command::new("nginx");
+    nginx.arg("-c").arg(&conf);
+    let _nginx = Server::spawn(nginx, port).expect("nginx starts");
+    let kspan = kspan_on_ports(&[port], &receiver, &[]);
+
+    let base = format!("https://127.0.0.1:{port}");
+    assert_eq!(curl_https(&pki, &["--http2", &format!("{base}/items/7")]), "item\n");
+    curl_https(&pki, &["--http2", &format!("{base}/boom")]);
+    assert_eq!(curl_https(&pki, &["--http1.1", &format!("{base}/items/8")]), "item\n");
+
+    let server_span = |s: &ReceivedSpan, path: &str| s.kind == "SERVER" && s.attr_str("url.path") == Some(path);
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            ["/items/7", "/boom", "/items/8"].iter().all(|p| s.iter().any(|s| server_span(s, p)))
+                && s.iter().filter(|s| s.kind == "CLIENT").count() >= 3
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+    let find = |path: &str| spans.iter().find(|s| server_span(s, path)).unwrap();
+    let h2 = find("/items/7");
+    assert_eq!(h2.name, "GET /items/{id}");
+    assert_eq!(h2.attr_str("network.protocol.version"), Some("2"));
+    assert_eq!(h2.attr_str("url.scheme"), Some("https"));
+    assert_eq!(h2.attr_i64("http.response.status_code"), Some(200));
+    assert_eq!(h2.resource_str("service.name"), Some("nginx"));
+    assert_eq!(find("/boom").status.code, "ERROR", "a 503 fails the server span");
+    let h1 = find("/items/8");
+    assert_eq!(h1.attr_str("network.protocol.version"), Some("1.1"));
+    assert_eq!(h1.attr_str("url.scheme"), Some("https"));
+    for server in [h2, h1] {
+        let client = spans
+            .iter()
+            .find(|s| s.kind == "CLIENT" && s.span_id == server.parent_span_id)
+            .unwrap_or_else(|| panic!("{} is under curl's span:\n{}", server.pretty(), dump()));
+        assert_eq!(client.resource_str("service.name"), Some("curl"));
+        assert_eq!(client.trace_id, server.trace_id);
+    }
+    drop(kspan);
+}
+
+/// `--tls off`: TLS connections are seen as ciphertext and make no spans
+/// (nothing misparsed), while plaintext is traced as before.
+#[test]
+fn tls_off_makes_no_spans_of_ciphertext() {
+    if !prerequisites() {
+        return;
+    }
+    let pki = TempDir::new().unwrap();
+    write_pki(pki.path());
+    let receiver = Receiver::start().expect("receiver");
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let _tls = https_app(&pki, tls_port, None);
+    let mut plain = Command::new(python());
+    plain.arg(repo_root().join("tests/peers/chain_app.py")).arg(plain_port.to_string());
+    let _plain = Server::spawn(plain, plain_port).expect("plain app starts");
+    let kspan = kspan_on_ports(&[tls_port, plain_port], &receiver, &["--tls", "off"]);
+
+    assert_eq!(curl_https(&pki, &[&format!("https://127.0.0.1:{tls_port}/hop/1")]), "leaf-1");
+    assert_eq!(curl_https(&pki, &[&format!("http://127.0.0.1:{plain_port}/hop/2")]), "leaf-2");
+    let spans = receiver
+        .wait_for(WAIT, |s| s.iter().any(|s| s.kind == "SERVER" && s.attr_str("url.path") == Some("/hop/2")))
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    // The plaintext request's spans went out after the TLS one's would have.
+    let spans = receiver.wait_for(Duration::from_secs(5), |s| s.len() >= 2).unwrap_or(spans);
+    let dump = spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+    assert!(spans.iter().all(|s| s.attr_str("url.path") == Some("/hop/2")), "only the plaintext request:\n{dump}");
+    drop(kspan);
+}
