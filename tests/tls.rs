@@ -120,7 +120,8 @@ fn https_chain_is_one_trace() {
     drop(kspan);
 }
 
-/// nginx over TLS with HTTP/2 (ALPN) and HTTP/1.1, curl as the client.
+/// nginx over TLS with HTTP/2 (ALPN) and HTTP/1.1, curl as the client; and
+/// a request sent along with the handshake's end.
 #[test]
 fn nginx_https_http2_and_http1() {
     if !prerequisites() || require_cmd("nginx").is_none() {
@@ -134,7 +135,7 @@ fn nginx_https_http2_and_http1() {
     let conf = dir.join("nginx.conf");
     let server = format!(
         "listen 127.0.0.1:{port} ssl http2;\n\
-         ssl_certificate {cert}; ssl_certificate_key {key};\n\
+         ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;\n\
          location /items/ {{ return 200 \"item\\n\"; }}\n\
          location /boom {{ return 503; }}",
         cert = pki.join("server.pem").display(),
@@ -150,11 +151,20 @@ fn nginx_https_http2_and_http1() {
     assert_eq!(curl_https(&pki, &["--http2", &format!("{base}/items/7")]), "item\n");
     curl_https(&pki, &["--http2", &format!("{base}/boom")]);
     assert_eq!(curl_https(&pki, &["--http1.1", &format!("{base}/items/8")]), "item\n");
+    // The request rides with the handshake's last message: nginx's
+    // handshake reads it, and its first SSL_read does no socket I/O.
+    let eager = Command::new(python())
+        .arg(repo_root().join("tests/peers/tls_eager_client.py"))
+        .args([&port.to_string(), "/items/9"])
+        .arg(pki.join("ca.pem"))
+        .output()
+        .expect("eager client runs");
+    assert_eq!(String::from_utf8_lossy(&eager.stdout).trim(), "HTTP/1.1 200 OK", "{}", String::from_utf8_lossy(&eager.stderr));
 
     let server_span = |s: &ReceivedSpan, path: &str| s.kind == "SERVER" && s.attr_str("url.path") == Some(path);
     let spans = receiver
         .wait_for(WAIT, |s| {
-            ["/items/7", "/boom", "/items/8"].iter().all(|p| s.iter().any(|s| server_span(s, p)))
+            ["/items/7", "/boom", "/items/8", "/items/9"].iter().all(|p| s.iter().any(|s| server_span(s, p)))
                 && s.iter().filter(|s| s.kind == "CLIENT").count() >= 3
         })
         .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));

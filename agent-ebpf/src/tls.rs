@@ -39,7 +39,8 @@ pub struct TlsCall {
     pub conn_id: u64,
     pub fd: i32,
     pub role: u8,
-    /// A `Direction`.
+    /// A `Direction`; 0 for a handshake (it moves no application bytes,
+    /// but its socket I/O names the connection of its `SSL`).
     pub direction: u8,
     pub _pad: [u8; 2],
 }
@@ -82,20 +83,26 @@ fn tls_seen() -> bool {
     TLS_SEEN.get(0).is_some_and(|seen| *seen != 0)
 }
 
-fn try_enter(ctx: &ProbeContext, direction: Direction, ex: bool) -> Result<(), i32> {
+const HANDSHAKE: u8 = 0;
+
+fn try_enter(ctx: &ProbeContext, direction: u8, ex: bool) -> Result<(), i32> {
     let (pid_tgid, tgid, _) = crate::current();
     if !crate::should_trace(tgid) {
         return Ok(());
     }
+    // A handshake run from inside a read or write belongs to that call.
+    if direction == HANDSHAKE && unsafe { TLS_CALLS.get(&pid_tgid) }.is_some_and(|c| c.direction != HANDSHAKE) {
+        return Ok(());
+    }
     let call = TlsCall {
         ssl: ctx.arg(0).ok_or(1)?,
-        buf: ctx.arg(1).ok_or(1)?,
+        buf: if direction == HANDSHAKE { 0 } else { ctx.arg(1).ok_or(1)? },
         count_ptr: if ex { ctx.arg(3).ok_or(1)? } else { 0 },
         enter_ns: unsafe { bpf_ktime_get_ns() },
         conn_id: 0,
         fd: -1,
         role: 0,
-        direction: direction as u8,
+        direction,
         _pad: [0; 2],
     };
     TLS_CALLS.insert(&pid_tgid, &call, 0).map_err(|e| e as i32)?;
@@ -142,6 +149,18 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i32> {
         return Ok(());
     };
     let _ = TLS_CALLS.remove(&pid_tgid);
+    let key = SslKey { ssl: call.ssl, tgid, _pad: 0 };
+    if call.direction == HANDSHAKE {
+        // Whatever the outcome: a non-blocking handshake returns before it
+        // is done, and its socket I/O already named the connection. The
+        // first request often arrives with the handshake's last message,
+        // so the first SSL_read finds it decrypted and does no I/O itself.
+        if call.conn_id != 0 {
+            let conn = SslConn { conn_id: call.conn_id, fd: call.fd, role: call.role, _pad: [0; 3] };
+            let _ = SSL_CONNS.insert(&key, &conn, 0);
+        }
+        return Ok(());
+    }
     let rc = ctx.ret::<u64>() as i32;
     let bytes = if call.count_ptr != 0 {
         if rc != 1 {
@@ -157,7 +176,6 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i32> {
     if bytes == 0 {
         return Ok(());
     }
-    let key = SslKey { ssl: call.ssl, tgid, _pad: 0 };
     let conn = if call.conn_id != 0 {
         let conn = SslConn { conn_id: call.conn_id, fd: call.fd, role: call.role, _pad: [0; 3] };
         let _ = SSL_CONNS.insert(&key, &conn, 0);
@@ -188,29 +206,36 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i32> {
 
 #[uprobe]
 pub fn ssl_write(ctx: ProbeContext) -> u32 {
-    let _ = try_enter(&ctx, Direction::Egress, false);
+    let _ = try_enter(&ctx, Direction::Egress as u8, false);
     0
 }
 
 #[uprobe]
 pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
-    let _ = try_enter(&ctx, Direction::Egress, true);
+    let _ = try_enter(&ctx, Direction::Egress as u8, true);
     0
 }
 
 #[uprobe]
 pub fn ssl_read(ctx: ProbeContext) -> u32 {
-    let _ = try_enter(&ctx, Direction::Ingress, false);
+    let _ = try_enter(&ctx, Direction::Ingress as u8, false);
     0
 }
 
 #[uprobe]
 pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
-    let _ = try_enter(&ctx, Direction::Ingress, true);
+    let _ = try_enter(&ctx, Direction::Ingress as u8, true);
     0
 }
 
-/// One return program for all four: the call in flight says which it was.
+/// `SSL_do_handshake`, `SSL_accept` and `SSL_connect`.
+#[uprobe]
+pub fn ssl_handshake(ctx: ProbeContext) -> u32 {
+    let _ = try_enter(&ctx, HANDSHAKE, false);
+    0
+}
+
+/// One return program for them all: the call in flight says which it was.
 #[uretprobe]
 pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     let _ = try_return(&ctx);

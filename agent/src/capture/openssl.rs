@@ -20,12 +20,16 @@ use aya::{
 };
 
 /// Entry programs by the function they hook; `SSL_read`/`SSL_write` are
-/// required, the `_ex` forms (OpenSSL >= 1.1.1) hooked where present.
+/// required, the others hooked where present (the `_ex` forms came with
+/// OpenSSL 1.1.1). The handshakes only tie an `SSL` to its connection.
 const ENTRY_PROBES: &[(&str, &str, bool)] = &[
     ("SSL_write", "ssl_write", true),
     ("SSL_read", "ssl_read", true),
     ("SSL_write_ex", "ssl_write_ex", false),
     ("SSL_read_ex", "ssl_read_ex", false),
+    ("SSL_do_handshake", "ssl_handshake", false),
+    ("SSL_accept", "ssl_handshake", false),
+    ("SSL_connect", "ssl_handshake", false),
 ];
 const RETURN_PROBE: &str = "ssl_return";
 /// Directories where a distribution keeps the host's libssl.
@@ -41,7 +45,7 @@ const HOST_LIB_DIRS: &[&str] = &[
     "/usr/local/lib",
 ];
 const HOST_LIB_NAMES: &[&str] = &["libssl.so.3", "libssl.so.1.1"];
-/// Distinct libraries attached at most; every one holds six perf events.
+/// Distinct libraries attached at most; every one holds up to 14 perf events.
 const MAX_LIBRARIES: usize = 256;
 /// Processes remembered as scanned; past it the memory starts over (a
 /// rescan only finds libraries already attached).
@@ -66,7 +70,9 @@ pub struct OpenSsl {
 impl OpenSsl {
     /// Loads the uprobe programs (attaching nothing yet).
     pub fn load(ebpf: &mut Ebpf, proc_root: &Path) -> Result<Self, OpenSslError> {
-        for program in ENTRY_PROBES.iter().map(|(_, program, _)| *program).chain([RETURN_PROBE]) {
+        let mut programs: Vec<&'static str> = ENTRY_PROBES.iter().map(|(_, program, _)| *program).collect();
+        programs.dedup();
+        for program in programs.into_iter().chain([RETURN_PROBE]) {
             uprobe(ebpf, program)?.load().map_err(|source| OpenSslError::Program { program, source })?;
         }
         Ok(Self { libraries: HashSet::new(), scanned: HashSet::new(), proc_root: proc_root.to_owned() })
