@@ -32,7 +32,12 @@ fn kspan_on_ports(ports: &[u16], receiver: &Receiver, extra: &[&str]) -> Kspan {
 /// chain_app.py serving HTTPS with the test PKI's server certificate,
 /// calling `downstream` (verified against the test CA) when given.
 fn https_app(pki: &TempDir, port: u16, downstream: Option<String>) -> Server {
+    https_app_with(pki, port, downstream, &[])
+}
+
+fn https_app_with(pki: &TempDir, port: u16, downstream: Option<String>, envs: &[(&str, &std::path::Path)]) -> Server {
     let mut cmd = Command::new(python());
+    cmd.envs(envs.iter().copied());
     cmd.arg(repo_root().join("tests/peers/chain_app.py")).arg(port.to_string());
     if let Some(down) = downstream {
         cmd.arg(down);
@@ -217,5 +222,60 @@ fn tls_off_makes_no_spans_of_ciphertext() {
     let spans = receiver.wait_for(Duration::from_secs(5), |s| s.len() >= 2).unwrap_or(spans);
     let dump = spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
     assert!(spans.iter().all(|s| s.attr_str("url.path") == Some("/hop/2")), "only the plaintext request:\n{dump}");
+    drop(kspan);
+}
+
+/// The host's libssl, as the Python the tests run links it.
+fn host_libssl() -> std::path::PathBuf {
+    let so = Command::new(python()).args(["-c", "import _ssl; print(_ssl.__file__)"]).output().expect("python runs");
+    let ldd = Command::new("ldd").arg(String::from_utf8_lossy(&so.stdout).trim()).output().expect("ldd runs");
+    let text = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    let path = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("libssl.so.3 => ")?.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| panic!("python's _ssl links no libssl.so.3:\n{text}"));
+    path.into()
+}
+
+/// A libssl that is not the host's (a container's, a vendored copy) is
+/// found in the maps of the processes using it: at start-up for those
+/// already running, at their first connection for later ones.
+#[test]
+fn private_libssl_copies_are_found_in_process_maps() {
+    if !prerequisites() || require_cmd("ldd").is_none() {
+        return;
+    }
+    let pki = TempDir::new().unwrap();
+    write_pki(pki.path());
+    let libs = [TempDir::new().unwrap(), TempDir::new().unwrap()];
+    for dir in &libs {
+        std::fs::copy(host_libssl(), dir.join("libssl.so.3")).expect("copy libssl");
+    }
+    let receiver = Receiver::start().expect("receiver");
+    let (early_port, late_port) = (free_port(), free_port());
+    let early = https_app_with(&pki, early_port, None, &[("LD_LIBRARY_PATH", libs[0].path())]);
+    let kspan = kspan_on_ports(&[early_port, late_port], &receiver, &[]);
+    let attached = |dir: &TempDir, pid: u32| {
+        let line = format!("path=/proc/{pid}/root{}", dir.join("libssl.so.3").display());
+        wait_until(WAIT, POLL, || kspan.log().contains(&line))
+    };
+    assert!(attached(&libs[0], early.pid()), "the running app's copy attached at start:\n{}", kspan.log());
+    assert_eq!(curl_https(&pki, &[&format!("https://127.0.0.1:{early_port}/hop/1")]), "leaf-1");
+
+    let late = https_app_with(&pki, late_port, None, &[("LD_LIBRARY_PATH", libs[1].path())]);
+    // Its first connection makes kspan look at its maps; that request may
+    // be done before the probes are in.
+    curl_https(&pki, &[&format!("https://127.0.0.1:{late_port}/hop/2")]);
+    assert!(attached(&libs[1], late.pid()), "the later app's copy attached at its first connection:\n{}", kspan.log());
+    assert_eq!(curl_https(&pki, &[&format!("https://127.0.0.1:{late_port}/hop/3")]), "leaf-3");
+
+    let server = |s: &ReceivedSpan, pid: u32, path: &str| {
+        s.kind == "SERVER" && s.resource_i64("process.pid") == Some(i64::from(pid)) && s.attr_str("url.path") == Some(path)
+    };
+    let spans = receiver
+        .wait_for(WAIT, |s| s.iter().any(|s| server(s, early.pid(), "/hop/1")) && s.iter().any(|s| server(s, late.pid(), "/hop/3")))
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let early_span = spans.iter().find(|s| server(s, early.pid(), "/hop/1")).unwrap();
+    assert_eq!(early_span.attr_str("url.scheme"), Some("https"));
     drop(kspan);
 }
