@@ -17,15 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const DB_PASSWORD: &str = "kspan-secret-pw";
 
 fn kspan_exporting(receiver: &Receiver, port: u16) -> Kspan {
-    Kspan::start(
-        &["--open-ports", &port.to_string()],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .expect("kspan starts")
+    Kspan::exporting_to(receiver, &["--open-ports", &port.to_string()])
 }
 
 /// Runs a database client with `script` on its stdin; returns its pid.

@@ -206,11 +206,10 @@ fn ring_buffer_overflow_is_counted_and_spans_stay_correct() {
     let _app = python_app(port);
     let receiver = Receiver::start().expect("receiver");
     // The smallest ring and the largest captures: a burst must overflow it.
-    let kspan = Kspan::start(
+    let kspan = Kspan::exporting_to(
+        &receiver,
         &["--open-ports", &port.to_string(), "--ringbuf-size", "4096", "--capture-size", "16384", "--metrics-interval", "1"],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    )
-    .expect("kspan starts");
+    );
     let body = "x".repeat(60_000);
     let burst: Vec<_> = (0..8)
         .map(|_| {
@@ -259,11 +258,7 @@ fn traced_process_exiting_mid_request() {
     let mut server = Command::new(python());
     server.args(["-c", &script]);
     let mut server = Server::spawn(server, port).expect("dying server");
-    let kspan = Kspan::start(
-        &["--open-ports", &port.to_string()],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    )
-    .expect("kspan starts");
+    let kspan = Kspan::exporting_to(&receiver, &["--open-ports", &port.to_string()]);
     let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     sock.write_all(b"GET /users/1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut rest = Vec::new();

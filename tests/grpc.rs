@@ -31,15 +31,7 @@ fn grpc_client(port: u16, script: &[&str]) -> Command {
 }
 
 fn kspan_exporting(receiver: &Receiver, args: &[&str]) -> Kspan {
-    Kspan::start(
-        args,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .expect("kspan starts")
+    Kspan::exporting_to(receiver, args)
 }
 
 fn named<'a>(spans: &'a [ReceivedSpan], kind: &str, name: &str) -> Vec<&'a ReceivedSpan> {

@@ -61,15 +61,7 @@ fn kspan_on(ns: &Netns, receiver: &Receiver, propagate: bool) -> Kspan {
     if propagate {
         args.extend(["--propagate", "headers"]);
     }
-    Kspan::start(
-        &args,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .expect("kspan starts")
+    Kspan::exporting_to(receiver, &args)
 }
 
 /// nginx on host A, port 8081, its configuration and temp files in `dir`.

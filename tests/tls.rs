@@ -18,15 +18,14 @@ fn kspan_on_ports(ports: &[u16], receiver: &Receiver, extra: &[&str]) -> Kspan {
     let ports = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
     let mut args = vec!["--open-ports", &ports];
     args.extend_from_slice(extra);
-    Kspan::start(
-        &args,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .expect("kspan starts")
+    Kspan::exporting_to(receiver, &args)
+}
+
+/// A test CA with server and client certificates, in a fresh directory.
+fn test_pki() -> TempDir {
+    let dir = TempDir::new().unwrap();
+    write_pki(dir.path());
+    dir
 }
 
 /// chain_app.py serving HTTPS with the test PKI's server certificate,
@@ -67,8 +66,7 @@ fn https_chain_is_one_trace() {
     if !prerequisites() {
         return;
     }
-    let pki = TempDir::new().unwrap();
-    write_pki(pki.path());
+    let pki = test_pki();
     let receiver = Receiver::start().expect("receiver");
     let (pa, pb) = (free_port(), free_port());
     let b = https_app(&pki, pb, None);
@@ -132,8 +130,7 @@ fn nginx_https_http2_and_http1() {
     if !prerequisites() || require_cmd("nginx").is_none() {
         return;
     }
-    let pki = TempDir::new().unwrap();
-    write_pki(pki.path());
+    let pki = test_pki();
     let receiver = Receiver::start().expect("receiver");
     let port = free_port();
     let dir = TempDir::new().unwrap();
@@ -203,8 +200,7 @@ fn tls_off_makes_no_spans_of_ciphertext() {
     if !prerequisites() {
         return;
     }
-    let pki = TempDir::new().unwrap();
-    write_pki(pki.path());
+    let pki = test_pki();
     let receiver = Receiver::start().expect("receiver");
     let (tls_port, plain_port) = (free_port(), free_port());
     let _tls = https_app(&pki, tls_port, None);
@@ -245,8 +241,7 @@ fn private_libssl_copies_are_found_in_process_maps() {
     if !prerequisites() || require_cmd("ldd").is_none() {
         return;
     }
-    let pki = TempDir::new().unwrap();
-    write_pki(pki.path());
+    let pki = test_pki();
     let libs = [TempDir::new().unwrap(), TempDir::new().unwrap()];
     for dir in &libs {
         std::fs::copy(host_libssl(), dir.join("libssl.so.3")).expect("copy libssl");

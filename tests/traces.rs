@@ -43,15 +43,7 @@ fn kspan_for(chain: &Chain, receiver: &Receiver) -> Kspan {
 /// kspan tracing whatever listens on `ports`, exporting to `receiver`.
 fn kspan_on_ports(ports: &[u16], receiver: &Receiver) -> Kspan {
     let ports = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-    Kspan::start(
-        &["--open-ports", &ports],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .expect("kspan starts")
+    Kspan::exporting_to(receiver, &["--open-ports", &ports])
 }
 
 /// curl's CLIENT span for `path` and every span of its trace.

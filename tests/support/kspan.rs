@@ -49,6 +49,20 @@ impl Kspan {
         Self::start_with_timeout(args, envs, KSPAN_READY_TIMEOUT)
     }
 
+    /// kspan with `args`, exporting OTLP/gRPC to `receiver` with 100 ms
+    /// batches (so spans arrive quickly); panics if it does not start.
+    pub fn exporting_to(receiver: &Receiver, args: &[&str]) -> Kspan {
+        Self::start(
+            args,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ],
+        )
+        .expect("kspan starts")
+    }
+
     pub fn start_with_timeout(
         args: &[&str],
         envs: &[(&str, &str)],
