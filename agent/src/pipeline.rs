@@ -122,6 +122,9 @@ impl Pipeline {
 
     fn on_conn_open(&mut self, rec: &ConnRecord, out: &mut impl FnMut(Span)) {
         self.registry.prime(rec.tgid, &rec.comm);
+        if self.registry.is_go(rec.tgid) {
+            self.linker.threads_do_not_follow_requests(rec.tgid);
+        }
         if let Some(displaced) = self.conns.open(rec) {
             self.finish_connection(&displaced, rec.ts_ns, rec.tid, false, out);
         }

@@ -4,6 +4,7 @@
 mod identity;
 mod service_name;
 pub mod registry;
+pub mod runtime;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -7,13 +7,20 @@ use std::{
     sync::Arc,
 };
 
-use super::{HostInfo, ProcessInfo, build_resource};
+use super::{HostInfo, ProcessInfo, build_resource, runtime};
 use crate::span::model::{AttrValue, Resource};
+
+struct Known {
+    resource: Arc<Resource>,
+    exe: Option<String>,
+    /// A Go binary (see `runtime`).
+    go: bool,
+}
 
 pub struct Registry {
     proc_root: PathBuf,
     host: HostInfo,
-    cache: HashMap<u32, (Arc<Resource>, Option<String>)>,
+    cache: HashMap<u32, Known>,
     /// Kernel-reported command names, waiting for `resource` to use them.
     comms: HashMap<u32, String>,
     /// Forked children, by pid, and their parent's pid: a child that is
@@ -63,8 +70,8 @@ impl Registry {
     /// is its parent's (a forking server's worker that answered and exited
     /// before kspan read its /proc), else one named by its command.
     pub fn resource(&mut self, pid: u32) -> Arc<Resource> {
-        if let Some((res, _)) = self.cache.get(&pid) {
-            return res.clone();
+        if let Some(known) = self.cache.get(&pid) {
+            return known.resource.clone();
         }
         let read = ProcessInfo::read(&self.proc_root, pid);
         if let Err(err) = &read
@@ -78,13 +85,22 @@ impl Registry {
         // Taken, not read, when used: the child's resource is cached below,
         // and with pid reuse two gone pids could name each other as parent.
         let parent = if alive.is_none() { self.parents.remove(&pid) } else { None };
-        let (res, exe) = match (alive, parent) {
-            (Some(info), _) => (Arc::new(build_resource(&info, &self.host, env!("CARGO_PKG_VERSION"))), info.exe_path),
+        let known = match (alive, parent) {
+            (Some(info), _) => Known {
+                resource: Arc::new(build_resource(&info, &self.host, env!("CARGO_PKG_VERSION"))),
+                go: runtime::is_go_binary(&self.proc_root.join(pid.to_string()).join("exe")),
+                exe: info.exe_path,
+            },
             (None, Some(parent)) => {
-                let inherited = forked_child(&self.resource(parent), pid, parent);
-                (Arc::new(inherited), self.cache.get(&parent).and_then(|(_, exe)| exe.clone()))
+                let resource = Arc::new(forked_child(&self.resource(parent), pid, parent));
+                let parent = self.cache.get(&parent);
+                Known { resource, exe: parent.and_then(|p| p.exe.clone()), go: parent.is_some_and(|p| p.go) }
             }
-            (None, None) => (Arc::new(gone_process(pid, self.comms.get(&pid).map(String::as_str), &self.host)), None),
+            (None, None) => Known {
+                resource: Arc::new(gone_process(pid, self.comms.get(&pid).map(String::as_str), &self.host)),
+                exe: None,
+                go: false,
+            },
         };
         if self.cache.len() >= self.capacity {
             // Bounded: dropping an arbitrary entry only costs a re-read.
@@ -93,14 +109,21 @@ impl Registry {
             }
         }
         self.comms.remove(&pid);
-        self.cache.insert(pid, (res.clone(), exe));
-        res
+        let resource = known.resource.clone();
+        self.cache.insert(pid, known);
+        resource
     }
 
     /// Executable path of a process (cached with its resource).
     pub fn exe_path(&mut self, pid: u32) -> Option<String> {
         self.resource(pid);
-        self.cache.get(&pid).and_then(|(_, exe)| exe.clone())
+        self.cache.get(&pid).and_then(|k| k.exe.clone())
+    }
+
+    /// Whether `pid` runs a Go binary (cached with its resource).
+    pub fn is_go(&mut self, pid: u32) -> bool {
+        self.resource(pid);
+        self.cache.get(&pid).is_some_and(|k| k.go)
     }
 
     pub fn forget(&mut self, pid: u32) {

@@ -15,7 +15,9 @@
 //!    goroutines) takes the process's one incoming request in flight,
 //!    if exactly one is. Event loops and processes serving several requests
 //!    at once get no link: an unlinked span is better than a wrongly linked
-//!    one.
+//!    one. In a Go process threads stand for nothing (goroutines move
+//!    between them at every blocking call): only the process-wide rule
+//!    applies there.
 //! 3. Same host: when both ends of a connection are traced, the SERVER span
 //!    is the child of the CLIENT span with the same TCP tuple and the same
 //!    position in the connection's request order.
@@ -37,7 +39,7 @@ use std::{
 };
 
 use kspan_common::Role;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::{
     IdGenerator,
@@ -137,6 +139,9 @@ type PeerKey = (SocketAddr, SocketAddr, u64);
 /// How long a request waits for its other end to show up.
 const PEER_WINDOW_NS: u64 = 30_000_000_000;
 const PEER_CAPACITY: usize = 65536;
+/// Go processes remembered; past it the set starts over (they are marked
+/// again at their next connection).
+const THREAD_AGNOSTIC_CAPACITY: usize = 65536;
 
 /// Waiting entries, evicted by age and bounded in number.
 #[derive(Default)]
@@ -185,6 +190,8 @@ pub struct Linker {
     inflight_per_pid: FxHashMap<u32, (usize, NodeRef)>,
     /// Threads created while their creator served exactly one request.
     inherited: FxHashMap<(u32, u32), NodeRef>,
+    /// Processes whose threads do not stand for requests (Go).
+    thread_agnostic: FxHashSet<u32>,
     /// Size of `inherited` at which finished entries are next swept out.
     inherited_sweep_at: usize,
     outbound: Waiting,
@@ -467,7 +474,19 @@ impl Linker {
 
     /// The one incoming request the thread is serving, if exactly one; for
     /// a thread serving none, what it inherited or else the process's one.
+    /// `pid` schedules its work on threads that stand for no request (Go's
+    /// goroutines): its calls are linked by the process-wide rule alone.
+    pub fn threads_do_not_follow_requests(&mut self, pid: u32) {
+        if self.thread_agnostic.len() >= THREAD_AGNOSTIC_CAPACITY {
+            self.thread_agnostic.clear();
+        }
+        self.thread_agnostic.insert(pid);
+    }
+
     fn in_process_parent(&mut self, pid: u32, tid: u32) -> Option<NodeRef> {
+        if self.thread_agnostic.contains(&pid) {
+            return self.process_wide_parent(pid);
+        }
         if let Some(list) = self.inflight.get(&(pid, tid)) {
             match list.as_slice() {
                 [one] => return Some(one.clone()),
@@ -481,6 +500,11 @@ impl Linker {
         if let Some(node) = self.inherited.get(&(pid, tid)).filter(|n| !n.borrow().done) {
             return Some(node.clone());
         }
+        self.process_wide_parent(pid)
+    }
+
+    /// The process's one request in flight, if exactly one is.
+    fn process_wide_parent(&mut self, pid: u32) -> Option<NodeRef> {
         let node = match self.inflight_per_pid.get(&pid) {
             Some((1, last)) if !last.borrow().done => last.clone(),
             // The last to start ended first: the one left is found by a scan
@@ -652,6 +676,7 @@ impl Linker {
     }
 
     pub fn process_exited(&mut self, pid: u32) {
+        self.thread_agnostic.remove(&pid);
         self.inflight.retain(|(p, _), _| *p != pid);
         self.inflight_per_pid.remove(&pid);
         self.inherited.retain(|(p, _), _| *p != pid);

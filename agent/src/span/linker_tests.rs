@@ -379,3 +379,26 @@ fn server_whose_client_was_seen_first_does_not_wait() {
     };
     assert_eq!(a.parent_span_id, Some(l.finish(10, 0).span_id));
 }
+
+/// Go: goroutines move between threads, so the request a thread read last
+/// says nothing about the call it writes next.
+#[test]
+fn go_process_links_by_the_process_wide_rule_only() {
+    let mut l = Linker::new();
+    l.threads_do_not_follow_requests(200);
+    let in1 = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let in2 = conn(2, 200, "127.0.0.1:8000", "127.0.0.1:40002", Role::Server);
+    let out = conn(3, 200, "127.0.0.1:40003", "10.0.0.1:80", Role::Client);
+    l.request_started(&in1, Role::Server, 0, &head(None), 10, 201);
+    l.request_started(&in2, Role::Server, 0, &head(None), 20, 202);
+    // Thread 202 read request 2, but this call may be request 1's goroutine.
+    l.request_started(&out, Role::Client, 0, &head(None), 30, 202);
+    assert_eq!(l.finish(3, 0).parent_span_id, None, "two requests in flight: no link");
+    let second = l.finish(2, 0);
+    // One request left in flight: the process-wide rule links, whatever the thread.
+    l.request_started(&out, Role::Client, 1, &head(None), 40, 202);
+    let first = l.finish(1, 0);
+    let call = l.finish(3, 1);
+    assert_eq!(call.parent_span_id, Some(first.span_id));
+    assert_ne!(call.parent_span_id, Some(second.span_id));
+}
