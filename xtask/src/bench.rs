@@ -51,6 +51,8 @@ pub enum Only {
     Overhead,
     /// 1a: nginx only.
     OverheadNginx,
+    /// 1c: nginx over HTTPS (the TLS probes' cost).
+    OverheadNginxTls,
     /// 1b and 2: the Python app, baseline / kspan / OpenTelemetry SDK.
     OverheadPython,
     /// Same as overhead-python.
@@ -73,7 +75,7 @@ const BENCH_REQUIREMENTS: &str = "flask==3.1.3\nrequests==2.34.2\nopentelemetry-
 
 /// Debian packages the benchmarks drive, by the command each gives.
 const BENCH_PACKAGES: &[(&str, &str)] =
-    &[("wrk", "/usr/bin/wrk"), ("nginx", "/usr/sbin/nginx"), ("bpftool", "/usr/sbin/bpftool")];
+    &[("wrk", "/usr/bin/wrk"), ("nginx", "/usr/sbin/nginx"), ("bpftool", "/usr/sbin/bpftool"), ("openssl", "/usr/bin/openssl")];
 
 /// What every benchmark needs to know.
 pub struct Ctx {
@@ -111,8 +113,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let want = |o: &[Only]| opts.only.is_empty() || opts.only.iter().any(|x| o.contains(x));
     let (do_nginx, do_python) = (want(&[Only::Overhead, Only::OverheadNginx]), want(&[Only::Overhead, Only::OverheadPython, Only::Otel]));
+    let do_nginx_tls = want(&[Only::Overhead, Only::OverheadNginxTls]);
     let (do_cost, do_loss, do_memory, do_parsers) = (want(&[Only::Cost]), want(&[Only::Loss]), want(&[Only::Memory]), want(&[Only::Parsers]));
-    let needs_agent = do_nginx || do_python || do_cost || do_loss || do_memory;
+    let needs_agent = do_nginx || do_nginx_tls || do_python || do_cost || do_loss || do_memory;
 
     anyhow::ensure!(!needs_agent || is_root(), "the benchmarks load eBPF programs: run as root");
     let ctx = prepare(opts, needs_agent, do_python)?;
@@ -145,6 +148,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if do_nginx {
         eprintln!("bench: overhead on nginx");
         attempt(&["1a"], "overhead (nginx)", overhead::nginx(&ctx).map(|s| vec![s]));
+    }
+    if do_nginx_tls {
+        eprintln!("bench: overhead on nginx over HTTPS");
+        attempt(&["1c"], "overhead (nginx over HTTPS)", overhead::nginx_tls(&ctx).map(|s| vec![s]));
     }
     if do_python {
         eprintln!("bench: overhead on the Python app, and the OpenTelemetry SDK");

@@ -29,6 +29,8 @@ enum Variant {
     /// kspan with no OTLP endpoint and `--print none`: spans are built and
     /// dropped, so the receiver's share of the machine is out of the picture.
     KspanNoExport,
+    /// kspan exporting, with `--tls off`: no uprobes on OpenSSL.
+    KspanTlsOff,
     OtelSdk,
 }
 
@@ -38,6 +40,7 @@ impl Variant {
             Variant::Baseline => "baseline (no tracing)",
             Variant::Kspan => "kspan attached, exporting",
             Variant::KspanNoExport => "kspan attached, no export",
+            Variant::KspanTlsOff => "kspan attached, exporting, `--tls off`",
             Variant::OtelSdk => "OpenTelemetry Python SDK",
         }
     }
@@ -127,6 +130,34 @@ pub fn nginx(ctx: &Ctx) -> anyhow::Result<Section> {
         "Targets (issue): throughput loss <= {MAX_THROUGHPUT_LOSS_PCT}% and p99 increase <= {MAX_P99_INCREASE_PCT}% on nginx; \
          PASS/MISS is from the medians above, nothing is retried or filtered."
     ));
+    Ok(s)
+}
+
+/// nginx over HTTPS: what the TLS probes cost. A uprobe is a trap into the
+/// kernel in every process calling the hooked library, wrk included, so
+/// `--tls off` is measured beside it.
+pub fn nginx_tls(ctx: &Ctx) -> anyhow::Result<Section> {
+    let dir = ctx.scratch("overhead-nginx-tls")?;
+    let nginx = Nginx::start_tls(&dir)?;
+    let mut receiver = Receiver::start(&ctx.sink, &dir, "nginx-tls")?;
+    let mut svc = Service { url: nginx.url(), pid: nginx.proc.pid(), tree: true, receiver: &mut receiver };
+    let summaries = measure(ctx, &mut svc, &[Variant::Baseline, Variant::Kspan, Variant::KspanTlsOff], None, &dir)?;
+    let mut s = Section::new("1c. Overhead on a traced service: nginx over HTTPS");
+    s.result = Some(format!(
+        "{}; with `--tls off` (no spans from TLS): {}",
+        headline(&summaries, Variant::Kspan, false),
+        headline(&summaries, Variant::KspanTlsOff, false)
+    ));
+    s.tables.push(raw_table(&summaries));
+    s.tables.push(verdict_table(&summaries, false));
+    s.note(
+        "The nginx of 1a over HTTPS (TLS 1.3, a self-signed P-256 certificate, keep-alive), wrk as the client. \
+         Both use the host's libssl, so with kspan attached both trap into the kernel at each hooked OpenSSL call \
+         (`SSL_read`, `SSL_write`, ... and again at their return), though only nginx is traced: a uprobe belongs \
+         to the library file, not to a process. `--tls off` attaches no uprobes: TLS traffic then makes no spans \
+         (`SERVER spans/req` 0), and what is left is the cost of the socket capture seeing ciphertext.",
+    );
+    common_notes(ctx, &mut s);
     Ok(s)
 }
 
@@ -269,6 +300,7 @@ fn rotate(
                 Variant::Baseline => plain_run(svc, &svc.url.clone(), svc.pid, load, dir)?,
                 Variant::Kspan => kspan_run(ctx, svc, load, dir, true)?,
                 Variant::KspanNoExport => kspan_run(ctx, svc, load, dir, false)?,
+                Variant::KspanTlsOff => kspan_run_with(ctx, svc, load, dir, true, &["--tls", "off"])?,
                 Variant::OtelSdk => {
                     let (url, pid) = otel.context("no SDK-instrumented app")?;
                     sdk_run(svc, url, *pid, load, dir)?
@@ -299,9 +331,20 @@ fn cpu_of(svc: &Service, pid: u32) -> f64 {
 }
 
 fn kspan_run(ctx: &Ctx, svc: &mut Service, load: &Load, dir: &std::path::Path, export: bool) -> anyhow::Result<Run> {
+    kspan_run_with(ctx, svc, load, dir, export, &[])
+}
+
+fn kspan_run_with(
+    ctx: &Ctx,
+    svc: &mut Service,
+    load: &Load,
+    dir: &std::path::Path,
+    export: bool,
+    extra: &[&str],
+) -> anyhow::Result<Run> {
     let before = svc.receiver.spans.poll()?;
     let grpc = export.then_some(svc.receiver.grpc_port);
-    let kspan = Kspan::start(&ctx.kspan, svc.pid, grpc, &[], &dir.join("kspan.log"))?;
+    let kspan = Kspan::start(&ctx.kspan, svc.pid, grpc, extra, &dir.join("kspan.log"))?;
     let k0 = procs::cpu_seconds(kspan.pid())?;
     let url = svc.url.clone();
     let mut run = plain_run(svc, &url, svc.pid, load, dir)?;
@@ -385,7 +428,7 @@ fn verdict_table_refs(sums: &[&Summary], targets: bool) -> Table {
         header.extend(["throughput target", "p99 target"]);
     }
     let mut t = Table::captioned("kspan vs baseline (ratios of the medians):", &header);
-    let kspans = sums.iter().filter(|s| matches!(s.variant, Variant::Kspan | Variant::KspanNoExport));
+    let kspans = sums.iter().filter(|s| matches!(s.variant, Variant::Kspan | Variant::KspanNoExport | Variant::KspanTlsOff));
     for k in kspans {
         let Some(base) = sums.iter().find(|s| s.variant == Variant::Baseline && s.profile == k.profile) else { continue };
         let loss = -change_pct(base.rps(), k.rps());

@@ -30,6 +30,7 @@ const STATIC_BYTES: usize = 1024;
 pub struct Nginx {
     pub proc: Proc,
     pub port: u16,
+    pub tls: bool,
 }
 
 impl Nginx {
@@ -38,6 +39,25 @@ impl Nginx {
     /// log (disk I/O would be measured, not HTTP). `sendfile off` so the
     /// body goes through write/writev like most application servers'.
     pub fn start(dir: &Path) -> anyhow::Result<Nginx> {
+        Self::start_with(dir, false)
+    }
+
+    /// The same server over HTTPS (TLS 1.3 with a self-signed P-256
+    /// certificate): nginx reads and writes through OpenSSL's libssl.
+    pub fn start_tls(dir: &Path) -> anyhow::Result<Nginx> {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let mut req = Command::new("openssl");
+        req.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert);
+        let out = req.output().context("running openssl req (Debian package openssl)")?;
+        anyhow::ensure!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
+        Self::start_with(dir, true)
+    }
+
+    fn start_with(dir: &Path, tls: bool) -> anyhow::Result<Nginx> {
         let port = procs::free_port()?;
         let www = dir.join("www");
         fs::create_dir_all(&www).context("creating the nginx web root")?;
@@ -46,6 +66,14 @@ impl Nginx {
         page.push('\n');
         fs::write(www.join("index.html"), page).context("writing the static file")?;
         let d = dir.display();
+        let listen = if tls {
+            format!(
+                "listen 127.0.0.1:{port} ssl backlog=4096; ssl_protocols TLSv1.3; \
+                 ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;"
+            )
+        } else {
+            format!("listen 127.0.0.1:{port} backlog=4096;")
+        };
         let conf = format!(
             "daemon off; master_process on; worker_processes 1; worker_rlimit_nofile 65536;\n\
              pid {d}/nginx.pid; error_log {d}/nginx-error.log warn;\n\
@@ -53,7 +81,7 @@ impl Nginx {
              http {{ access_log off; sendfile off; keepalive_timeout 600s; keepalive_requests 100000000;\n\
                client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;\n\
                uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-               server {{ listen 127.0.0.1:{port} backlog=4096; root {d}/www;\n\
+               server {{ {listen} root {d}/www;\n\
                  location / {{ index index.html; }} }} }}\n"
         );
         let path = dir.join("nginx.conf");
@@ -62,11 +90,12 @@ impl Nginx {
         cmd.arg("-c").arg(&path).arg("-e").arg(dir.join("nginx-error.log"));
         let mut proc = Proc::spawn("nginx", cmd, &dir.join("nginx.log"))?;
         proc.wait_ready("listening", START_TIMEOUT, || procs::listening(port))?;
-        Ok(Nginx { proc, port })
+        Ok(Nginx { proc, port, tls })
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/index.html", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/index.html", self.port)
     }
 }
 
