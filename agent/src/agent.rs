@@ -141,7 +141,7 @@ impl Agent {
             pids.extend(procfs::pids_listening_or_connected_on(Path::new(PROC_ROOT), ports));
         }
         if self.config.exe_path.is_some() {
-            pids.extend(all_pids().into_iter().filter(|pid| self.exe_selected(*pid)));
+            pids.extend(crate::process::pids(Path::new(PROC_ROOT)).into_iter().filter(|pid| self.exe_selected(*pid)));
         }
         for pid in pids {
             self.capture.allow_pid(pid).with_context(|| format!("adding pid {pid} to the allow-list"))?;
@@ -315,10 +315,4 @@ fn netns_inode(path: &Path) -> anyhow::Result<u32> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).with_context(|| format!("--netns {}", path.display()))?;
     u32::try_from(meta.ino()).with_context(|| format!("--netns {}: inode out of range", path.display()))
-}
-
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir(PROC_ROOT)
-        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
-        .unwrap_or_default()
 }

@@ -226,10 +226,6 @@ impl Pipeline {
         }
     }
 
-    pub fn held_len(&self) -> usize {
-        self.held.len()
-    }
-
     /// A request (or database command) began: the linker allocates its
     /// context now, before either span is complete.
     fn request_started(&mut self, conn: &Connection, ev: &ProtocolEvent, seq: u64, w3c: &Propagation, first: &Ts) {
@@ -243,16 +239,10 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use kspan_common::{Call, Direction, Role, Source};
+    use kspan_common::Direction;
 
     use super::*;
-    use crate::{
-        capture::decode::{ConnRecord, DataRecord, Event},
-        export::ExportMetrics,
-        span::model::AttrValue,
-    };
+    use crate::{export::ExportMetrics, span::model::AttrValue};
 
     fn pipeline() -> Pipeline {
         let sampler = Sampler::from_values(Some("always_on"), None).unwrap();

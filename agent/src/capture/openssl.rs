@@ -88,10 +88,7 @@ impl OpenSsl {
                 }
             }
         }
-        let pids: Vec<u32> = std::fs::read_dir(&self.proc_root)
-            .map(|dir| dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
-            .unwrap_or_default();
-        for pid in pids {
+        for pid in crate::process::pids(&self.proc_root) {
             self.scan_process(ebpf, pid);
         }
     }

@@ -79,8 +79,7 @@ impl ConnTable {
     /// Records the listeners of every network namespace (one procfs read
     /// per namespace).
     pub fn snapshot_listeners(&mut self) {
-        let Ok(dir) = std::fs::read_dir(&self.proc_root) else { return };
-        for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        for pid in crate::process::pids(&self.proc_root) {
             let Some(netns) = crate::process::netns_inode(&self.proc_root, pid) else { continue };
             if self.startup_listeners.contains_key(&netns) {
                 continue;

@@ -187,11 +187,9 @@ pub fn with_descendants(proc_root: &Path, roots: &[u32]) -> Vec<u32> {
     if roots.is_empty() {
         return out;
     }
-    let parents: Vec<(u32, u32)> = std::fs::read_dir(proc_root)
+    let parents: Vec<(u32, u32)> = crate::process::pids(proc_root)
         .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        .filter_map(|pid| {
             let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
             let (_, ppid, _) = crate::process::parse_stat(&stat)?;
             Some((pid, ppid))

@@ -12,6 +12,13 @@ use std::path::{Path, PathBuf};
 pub use identity::{HostInfo, ProcessInfo, build_resource, netns_inode};
 pub(crate) use identity::parse_stat;
 
+/// The pids `proc_root` lists now; none if it cannot be read.
+pub fn pids(proc_root: &Path) -> Vec<u32> {
+    std::fs::read_dir(proc_root)
+        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// Failure to read something under `/proc`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
