@@ -1,6 +1,6 @@
 //! TLS plaintext through OpenSSL uprobes: real HTTPS servers and clients
-//! (Python's ssl module, curl, nginx), no tracing code, no keys given to
-//! kspan; checked on what the OTLP receiver got.
+//! (Python's ssl module and asyncio, Node.js, curl, nginx), no tracing
+//! code, no keys given to kspan; checked on what the OTLP receiver got.
 
 mod support;
 
@@ -120,6 +120,130 @@ fn https_chain_is_one_trace() {
     }
     // Nothing was made of the handshakes' and records' ciphertext.
     assert_eq!(spans.len(), 8, "only the eight spans of the two requests:\n{}", dump());
+    drop(kspan);
+}
+
+/// node_https.js: Node.js carries OpenSSL in its executable and runs it
+/// over memory BIOs, doing the socket I/O outside SSL_read/SSL_write.
+fn node_https(node: &std::path::Path, pki: &TempDir, port: u16, downstream: Option<String>) -> Server {
+    let mut cmd = Command::new(node);
+    cmd.arg(repo_root().join("tests/peers/node_https.js")).arg(port.to_string());
+    if let Some(down) = downstream {
+        cmd.arg(down);
+    }
+    cmd.env("TLS_CERT", pki.join("server.pem"))
+        .env("TLS_KEY", pki.join("server.key"))
+        .env("NODE_EXTRA_CA_CERTS", pki.join("ca.pem"));
+    Server::spawn(cmd, port).expect("node https app starts")
+}
+
+/// curl -> Node.js -> Node.js over HTTPS, both apps started after kspan
+/// (their executable is attached when they exec): one whole trace per
+/// request, from the first request of each fresh connection on.
+#[test]
+fn node_https_chain_is_one_trace() {
+    if !prerequisites() {
+        return;
+    }
+    let Some(node) = require_cmd("node") else {
+        return;
+    };
+    let pki = test_pki();
+    let receiver = Receiver::start().expect("receiver");
+    let (pa, pb) = (free_port(), free_port());
+    let kspan = kspan_on_ports(&[pa, pb], &receiver, &[]);
+    let b = node_https(&node, &pki, pb, None);
+    // Attached when it exec'd: it has opened no connection yet. (A request
+    // made before would race the attach, as it does for a user's.)
+    let line = format!("path=/proc/{}/exe", b.pid());
+    assert!(wait_until(WAIT, POLL, || kspan.log().contains(&line)), "node attached at exec:\n{}", kspan.log());
+    let a = node_https(&node, &pki, pa, Some(format!("https://127.0.0.1:{pb}/hop")));
+
+    for n in 1..=3 {
+        assert_eq!(curl_https(&pki, &[&format!("https://127.0.0.1:{pa}/hop/{n}?key=secret")]), format!("{n}>leaf-{n}"));
+    }
+    let server_of = |s: &ReceivedSpan, pid: u32, n: u32| {
+        s.kind == "SERVER"
+            && s.resource_i64("process.pid") == Some(i64::from(pid))
+            && s.attr_str("url.path") == Some(format!("/hop/{n}").as_str())
+    };
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            s.len() >= 12 && (1..=3).all(|n| s.iter().any(|s| server_of(s, b.pid(), n)) && s.iter().any(|s| server_of(s, a.pid(), n)))
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+
+    for n in 1..=3 {
+        let a_server = spans.iter().find(|s| server_of(s, a.pid(), n)).unwrap();
+        let b_server = spans.iter().find(|s| server_of(s, b.pid(), n)).unwrap();
+        for server in [a_server, b_server] {
+            assert_eq!(server.name, "GET /hop/{id}", "{}", dump());
+            assert_eq!(server.attr_str("url.scheme"), Some("https"));
+            assert_eq!(server.attr_i64("http.response.status_code"), Some(200));
+        }
+        assert_eq!(a_server.attr_str("url.query"), Some("key=REDACTED"));
+        let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == a_server.trace_id).collect();
+        assert_eq!(trace.len(), 4, "request {n}: curl, A, A's call, B:\n{}", dump());
+        let curl = trace.iter().find(|s| s.kind == "CLIENT" && s.resource_str("service.name") == Some("curl"));
+        let a_client = trace.iter().find(|s| s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(a.pid())));
+        let (Some(curl), Some(a_client)) = (curl, a_client) else {
+            panic!("request {n}: curl's and A's CLIENT spans are in the trace:\n{}", dump());
+        };
+        assert!(curl.is_root(), "curl's span is the root");
+        for (child, parent) in [(a_server, *curl), (*a_client, a_server), (b_server, *a_client)] {
+            assert_eq!(child.parent_span_id, parent.span_id, "request {n}: {} under {}:\n{}", child.name, parent.name, dump());
+        }
+        assert_eq!(a_client.attr_str("url.full"), Some(format!("https://127.0.0.1:{pb}/hop/{n}").as_str()));
+    }
+    assert_eq!(spans.len(), 12, "only the spans of the three requests:\n{}", dump());
+    drop(kspan);
+}
+
+/// Python's asyncio runs its TLS over memory BIOs too (ssl.MemoryBIO):
+/// requests on a kept-alive connection and on a second one.
+#[test]
+fn asyncio_https_server_spans() {
+    if !prerequisites() {
+        return;
+    }
+    let pki = test_pki();
+    let receiver = Receiver::start().expect("receiver");
+    let port = free_port();
+    let kspan = kspan_on_ports(&[port], &receiver, &[]);
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/peers/asyncio_https.py"))
+        .arg(port.to_string())
+        .env("TLS_CERT", pki.join("server.pem"))
+        .env("TLS_KEY", pki.join("server.key"));
+    let app = Server::spawn(cmd, port).expect("asyncio https app starts");
+
+    let base = format!("https://127.0.0.1:{port}");
+    let kept_alive = curl_https(&pki, &["--http1.1", &format!("{base}/hop/1"), &format!("{base}/hop/2")]);
+    assert_eq!(kept_alive, "leaf-1leaf-2");
+    assert_eq!(curl_https(&pki, &["--http1.1", &format!("{base}/hop/3")]), "leaf-3");
+    curl_https(&pki, &["--http1.1", &format!("{base}/nothing")]);
+
+    let paths = ["/hop/1", "/hop/2", "/hop/3", "/nothing"];
+    let server_span = |s: &ReceivedSpan, path: &str| {
+        s.kind == "SERVER" && s.resource_i64("process.pid") == Some(i64::from(app.pid())) && s.attr_str("url.path") == Some(path)
+    };
+    let spans = receiver
+        .wait_for(WAIT, |s| paths.iter().all(|p| s.iter().any(|s| server_span(s, p))) && s.len() >= 8)
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+    for path in paths {
+        let server = spans.iter().find(|s| server_span(s, path)).unwrap();
+        assert_eq!(server.attr_str("url.scheme"), Some("https"), "{}", dump());
+        let status = if path == "/nothing" { 404 } else { 200 };
+        assert_eq!(server.attr_i64("http.response.status_code"), Some(status), "{}", dump());
+        let client = spans
+            .iter()
+            .find(|s| s.kind == "CLIENT" && s.span_id == server.parent_span_id)
+            .unwrap_or_else(|| panic!("{path} is under curl's span:\n{}", dump()));
+        assert_eq!(client.resource_str("service.name"), Some("curl"));
+    }
+    assert_eq!(spans.len(), 8, "a SERVER and a CLIENT span per request, nothing made of ciphertext:\n{}", dump());
     drop(kspan);
 }
 

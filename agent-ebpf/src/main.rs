@@ -125,7 +125,8 @@ fn try_exit_data(ctx: &TracePointContext) -> Result<(), i32> {
     };
     if ret > 0 {
         // Ciphertext of a TLS call in flight: the call reports the plaintext.
-        if tls::claim(pid_tgid, pending.conn_id, pending.fd, || conn::role_of(tgid, pending.fd)) {
+        let ingress = direction == Direction::Ingress;
+        if tls::claim(pid_tgid, &pending, ingress, || conn::role_of(tgid, pending.fd)) {
             return Ok(());
         }
         capture::emit::<false>(&pending, tgid, tid, ret as u64, unsafe { bpf_ktime_get_ns() }, direction);

@@ -187,11 +187,6 @@ fn try_sock_io(ctx: &RawTracePointContext, direction: Direction) -> Result<(), i
             None => return Ok(()),
         },
     };
-    // Ciphertext of a TLS call in flight: the call reports the plaintext.
-    if tls::claim(pid_tgid, state.conn_id, state.fd, || state.role) {
-        return Ok(());
-    }
-    count(Counter::SocketCalls);
     let now = unsafe { bpf_ktime_get_ns() };
     let pending = PendingCall {
         fd: state.fd,
@@ -205,6 +200,11 @@ fn try_sock_io(ctx: &RawTracePointContext, direction: Direction) -> Result<(), i
         enter_ns: send_start.filter(|t| *t <= now).unwrap_or(now),
         conn_id: state.conn_id,
     };
+    // Ciphertext of a TLS call in flight: the call reports the plaintext.
+    if tls::claim(pid_tgid, &pending, direction == Direction::Ingress, || state.role) {
+        return Ok(());
+    }
+    count(Counter::SocketCalls);
     if call.direction().is_some() {
         capture::emit::<true>(&pending, tgid, tid, ret as u64, now, direction);
         threadctx::on_data(&pending, state.role, pid_tgid, direction == Direction::Egress);

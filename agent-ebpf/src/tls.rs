@@ -7,9 +7,16 @@
 //! call is in flight on a thread, the socket programs hand it their
 //! connection instead of reporting the ciphertext. A call that does no
 //! socket I/O (the bytes were already decrypted, or the write was buffered)
-//! uses the connection its `SSL` object was last seen on. Libraries that do
-//! their socket I/O outside these calls (memory BIOs, as Node.js uses) are
-//! never tied to a connection: counted as `TlsUnattributed`.
+//! uses the connection its `SSL` object was last seen on.
+//!
+//! Libraries that move the ciphertext themselves, through memory BIOs
+//! (Node.js, Python's asyncio), do no socket I/O inside these calls. Once a
+//! thread has made such a call, its socket reads are watched: a read that
+//! starts with a TLS record header, followed by a read or handshake call on
+//! the same thread, ties that call's `SSL` to the read's connection (the
+//! event loop decrypts what it has just read). A write goes where its `SSL`
+//! was last seen; the record just read stands in only for an `SSL` not seen
+//! before. What still has no connection is counted as `TlsUnattributed`.
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
@@ -62,6 +69,10 @@ pub struct SslConn {
     pub _pad: [u8; 3],
 }
 
+impl SslConn {
+    const NONE: SslConn = SslConn { conn_id: 0, fd: -1, role: 0, _pad: [0; 3] };
+}
+
 /// Calls in flight, by pid_tgid. Removed at return and at thread exit.
 #[map]
 pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(16384, 0);
@@ -69,6 +80,13 @@ pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(16384, 0
 /// The connection each `SSL` object was last seen doing socket I/O on.
 #[map]
 pub static SSL_CONNS: LruHashMap<SslKey, SslConn> = LruHashMap::with_max_entries(65536, 0);
+
+/// Threads that made a TLS call with no socket I/O in it (memory BIOs), by
+/// pid_tgid: the connection of the thread's last socket read if that read
+/// began with a TLS record and no read or handshake call has used it yet,
+/// else `SslConn::NONE`.
+#[map]
+static BIO_THREADS: LruHashMap<u64, SslConn> = LruHashMap::with_max_entries(4096, 0);
 
 /// Set once a traced process has made a TLS call, so the socket programs
 /// look `TLS_CALLS` up only where there can be something in it: a traced
@@ -115,24 +133,73 @@ fn try_enter(ctx: &ProbeContext, direction: u8, ex: bool) -> Result<(), i32> {
     Ok(())
 }
 
-/// Socket I/O by the current thread on connection `conn_id`: when a TLS
-/// call is in flight on it, the call takes the connection and the bytes
-/// (ciphertext) are not reported. `role` is asked only then.
+/// Socket I/O by the current thread (`pending`, its bytes already moved):
+/// when a TLS call is in flight on it, the call takes the connection and
+/// the bytes (ciphertext) are not reported. On a memory-BIO thread, a read
+/// is remembered for the next call when it starts a TLS record. `role` is
+/// asked only when needed.
 #[inline(always)]
-pub fn claim(pid_tgid: u64, conn_id: u64, fd: i32, role: impl FnOnce() -> u8) -> bool {
+pub fn claim(pid_tgid: u64, pending: &PendingCall, ingress: bool, role: impl FnOnce() -> u8) -> bool {
     if !tls_seen() {
         return false;
     }
-    let Some(call) = TLS_CALLS.get_ptr_mut(&pid_tgid) else {
+    if let Some(call) = TLS_CALLS.get_ptr_mut(&pid_tgid) {
+        // SAFETY: this thread's entry; only this thread writes it.
+        unsafe {
+            (*call).conn_id = pending.conn_id;
+            (*call).fd = pending.fd;
+            (*call).role = role();
+        }
+        return true;
+    }
+    if ingress && let Some(thread) = BIO_THREADS.get_ptr_mut(&pid_tgid) {
+        let read = if starts_tls_record(pending) {
+            SslConn { conn_id: pending.conn_id, fd: pending.fd, role: role(), _pad: [0; 3] }
+        } else {
+            SslConn::NONE
+        };
+        // SAFETY: this thread's entry; only this thread writes it.
+        unsafe { *thread = read };
+    }
+    false
+}
+
+/// Offsets in the x86_64 user ABI: `msghdr.msg_iov`, `iovec.iov_base`.
+const MSGHDR_IOV: u64 = 16;
+
+/// Whether the bytes a read just delivered begin with a TLS record header:
+/// content type 20..=23 (change_cipher_spec, alert, handshake,
+/// application_data) and version 3.x. Plain protocols do not begin so.
+#[inline(always)]
+fn starts_tls_record(pending: &PendingCall) -> bool {
+    // SAFETY (all reads): user pointers, read with a faulting-safe helper.
+    let first = match Call::from_u8(pending.call) {
+        Some(Call::Read | Call::Recvfrom) => Some(pending.ptr),
+        Some(Call::Readv) => unsafe { bpf_probe_read_user(pending.ptr as *const u64) }.ok(),
+        Some(Call::Recvmsg) => unsafe { bpf_probe_read_user((pending.ptr + MSGHDR_IOV) as *const u64) }
+            .ok()
+            .and_then(|iov| unsafe { bpf_probe_read_user(iov as *const u64) }.ok()),
+        _ => None,
+    };
+    let Some(Ok(header)) = first.map(|at| unsafe { bpf_probe_read_user(at as *const [u8; 3]) }) else {
         return false;
     };
+    (20..=23).contains(&header[0]) && header[1] == 3 && header[2] <= 4
+}
+
+/// A call that did no socket I/O of its own: its thread is watched from
+/// now on. Returns the TLS record the thread has just read, if any, which
+/// a read or handshake call (`ingress`) takes, so that it names only one
+/// call's connection.
+#[inline(always)]
+fn bio_read(pid_tgid: u64, ingress: bool) -> Option<SslConn> {
+    let Some(thread) = BIO_THREADS.get_ptr_mut(&pid_tgid) else {
+        let _ = BIO_THREADS.insert(&pid_tgid, &SslConn::NONE, 0);
+        return None;
+    };
     // SAFETY: this thread's entry; only this thread writes it.
-    unsafe {
-        (*call).conn_id = conn_id;
-        (*call).fd = fd;
-        (*call).role = role();
-    }
-    true
+    let read = unsafe { if ingress { core::ptr::replace(thread, SslConn::NONE) } else { *thread } };
+    (read.conn_id != 0).then_some(read)
 }
 
 /// A thread died: a call it was inside never returns.
@@ -140,6 +207,7 @@ pub fn claim(pid_tgid: u64, conn_id: u64, fd: i32, role: impl FnOnce() -> u8) ->
 pub fn thread_exited(pid_tgid: u64) {
     if tls_seen() {
         let _ = TLS_CALLS.remove(&pid_tgid);
+        let _ = BIO_THREADS.remove(&pid_tgid);
     }
 }
 
@@ -150,15 +218,26 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i32> {
     };
     let _ = TLS_CALLS.remove(&pid_tgid);
     let key = SslKey { ssl: call.ssl, tgid, _pad: 0 };
+    let conn = if call.conn_id != 0 {
+        Some(SslConn { conn_id: call.conn_id, fd: call.fd, role: call.role, _pad: [0; 3] })
+    } else {
+        let ingress = call.direction != Direction::Egress as u8;
+        let read = bio_read(pid_tgid, ingress);
+        let known = unsafe { SSL_CONNS.get(&key) }.copied();
+        // A read decrypts what was just read. A write goes to its `SSL`'s
+        // connection; the record just read stands in only for an `SSL` not
+        // seen before, as when Node.js flushes a client's first request
+        // from the call that completes the handshake.
+        if ingress { read.or(known) } else { known.or(read) }
+    };
+    // Whatever the call's outcome: a non-blocking handshake returns before
+    // it is done, and its socket I/O already named the connection. The
+    // first request often arrives with the handshake's last message, so the
+    // first SSL_read finds it decrypted and does no I/O itself.
+    if let Some(conn) = &conn {
+        let _ = SSL_CONNS.insert(&key, conn, 0);
+    }
     if call.direction == HANDSHAKE {
-        // Whatever the outcome: a non-blocking handshake returns before it
-        // is done, and its socket I/O already named the connection. The
-        // first request often arrives with the handshake's last message,
-        // so the first SSL_read finds it decrypted and does no I/O itself.
-        if call.conn_id != 0 {
-            let conn = SslConn { conn_id: call.conn_id, fd: call.fd, role: call.role, _pad: [0; 3] };
-            let _ = SSL_CONNS.insert(&key, &conn, 0);
-        }
         return Ok(());
     }
     let rc = ctx.ret::<u64>() as i32;
@@ -176,13 +255,7 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i32> {
     if bytes == 0 {
         return Ok(());
     }
-    let conn = if call.conn_id != 0 {
-        let conn = SslConn { conn_id: call.conn_id, fd: call.fd, role: call.role, _pad: [0; 3] };
-        let _ = SSL_CONNS.insert(&key, &conn, 0);
-        conn
-    } else if let Some(conn) = unsafe { SSL_CONNS.get(&key) } {
-        *conn
-    } else {
+    let Some(conn) = conn else {
         count(Counter::TlsUnattributed);
         return Ok(());
     };

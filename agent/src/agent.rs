@@ -282,7 +282,7 @@ impl Agent {
             Event::ConnOpen(rec) => self.capture.scan_for_tls_libraries(rec.tgid),
             Event::Proc(ProcRecord::Exit { tgid, .. }) => self.capture.forget_tls_libraries(tgid),
             Event::Proc(ProcRecord::Exec { tgid, .. }) => {
-                self.capture.forget_tls_libraries(tgid);
+                self.capture.exec_for_tls(tgid);
                 if self.exe_selected(tgid)
                     && let Err(err) = self.capture.allow_pid(tgid)
                 {

@@ -248,10 +248,20 @@ impl Capture {
         }
     }
 
-    /// Process `pid` exited or exec'd (see `scan_for_tls_libraries`).
+    /// Process `pid` exited (see `scan_for_tls_libraries`).
     pub fn forget_tls_libraries(&mut self, pid: u32) {
         if let Some(probes) = &mut self.openssl {
             probes.forget(pid);
+        }
+    }
+
+    /// Process `pid` exec'd: its executable is looked into for OpenSSL
+    /// now, before it serves anything, and its maps are read again at its
+    /// next connection.
+    pub fn exec_for_tls(&mut self, pid: u32) {
+        if let Some(probes) = &mut self.openssl {
+            probes.forget(pid);
+            probes.scan_executable(&mut self.ebpf, pid);
         }
     }
 

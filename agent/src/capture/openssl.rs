@@ -6,7 +6,10 @@
 //! start-up, which covers processes that load it long after they start
 //! (Python imports `ssl` on first use); a container's copy is another file,
 //! found in the memory maps of its processes when kspan first sees them
-//! open a connection, and reached through `/proc/PID/root`.
+//! open a connection, and reached through `/proc/PID/root`. An executable
+//! that carries OpenSSL itself and exports its functions (Node.js as
+//! NodeSource and nodejs.org build it) is attached the same way, through
+//! `/proc/PID/exe`.
 
 use std::{
     collections::HashSet,
@@ -47,8 +50,8 @@ const HOST_LIB_DIRS: &[&str] = &[
 const HOST_LIB_NAMES: &[&str] = &["libssl.so.3", "libssl.so.1.1"];
 /// Distinct libraries attached at most; every one holds up to 14 perf events.
 const MAX_LIBRARIES: usize = 256;
-/// Processes remembered as scanned; past it the memory starts over (a
-/// rescan only finds libraries already attached).
+/// Processes remembered as scanned, and executables as looked into; past
+/// it the memory starts over (a rescan only finds what is already attached).
 const MAX_SCANNED: usize = 65536;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +60,16 @@ pub enum OpenSslError {
     Program { program: &'static str, source: ProgramError },
     #[error("{path}: {source}")]
     Attach { path: String, source: ProgramError },
+    #[error("{path} does not export {function}")]
+    Missing { path: String, function: &'static str },
 }
 
 /// Libraries attached so far, and processes whose maps were read.
 pub struct OpenSsl {
     /// (device, inode) of each library attached, or found unusable.
     libraries: HashSet<(u64, u64)>,
+    /// (device, inode) of each executable looked into for OpenSSL.
+    executables: HashSet<(u64, u64)>,
     scanned: HashSet<u32>,
     proc_root: PathBuf,
 }
@@ -75,7 +82,12 @@ impl OpenSsl {
         for program in programs.into_iter().chain([RETURN_PROBE]) {
             uprobe(ebpf, program)?.load().map_err(|source| OpenSslError::Program { program, source })?;
         }
-        Ok(Self { libraries: HashSet::new(), scanned: HashSet::new(), proc_root: proc_root.to_owned() })
+        Ok(Self {
+            libraries: HashSet::new(),
+            executables: HashSet::new(),
+            scanned: HashSet::new(),
+            proc_root: proc_root.to_owned(),
+        })
     }
 
     /// The host's libssl, and every libssl running processes map.
@@ -93,8 +105,9 @@ impl OpenSsl {
         }
     }
 
-    /// Attaches to the libssl copies process `pid` maps, unless it was
-    /// scanned before (see [`OpenSsl::forget`]).
+    /// Attaches to the libssl copies process `pid` maps, and to its
+    /// executable if that carries OpenSSL, unless it was scanned before
+    /// (see [`OpenSsl::forget`]).
     pub fn scan_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
         if self.scanned.len() >= MAX_SCANNED {
             self.scanned.clear();
@@ -111,6 +124,12 @@ impl OpenSsl {
             let path = proc_dir.join("root").join(path.trim_start_matches('/'));
             self.attach_library(ebpf, &path);
         }
+        self.attach_executable(ebpf, &proc_dir.join("exe"));
+    }
+
+    /// Attaches to process `pid`'s executable if it carries OpenSSL.
+    pub fn scan_executable(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        self.attach_executable(ebpf, &self.proc_root.join(pid.to_string()).join("exe"));
     }
 
     /// Process `pid` exited or exec'd: its next maps may name new files.
@@ -118,14 +137,39 @@ impl OpenSsl {
         self.scanned.remove(&pid);
     }
 
-    fn attach_library(&mut self, ebpf: &mut Ebpf, path: &Path) {
-        let Ok(meta) = std::fs::metadata(path) else {
+    /// Most executables are looked into once and found without OpenSSL;
+    /// only their headers and dynamic symbols are read.
+    fn attach_executable(&mut self, ebpf: &mut Ebpf, exe: &Path) {
+        let Ok(meta) = std::fs::metadata(exe) else {
             return;
         };
         let id = (meta.dev(), meta.ino());
         if self.libraries.contains(&id) {
             return;
         }
+        if self.executables.len() >= MAX_SCANNED {
+            self.executables.clear();
+        }
+        if !self.executables.insert(id) {
+            return;
+        }
+        let functions = exported_functions(exe);
+        if ENTRY_PROBES.iter().all(|(function, _, required)| !required || functions.iter().any(|(f, _)| f == function)) {
+            self.attach_file(ebpf, exe, id, &functions);
+        }
+    }
+
+    fn attach_library(&mut self, ebpf: &mut Ebpf, path: &Path) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let id = (meta.dev(), meta.ino());
+        if !self.libraries.contains(&id) {
+            self.attach_file(ebpf, path, id, &exported_functions(path));
+        }
+    }
+
+    fn attach_file(&mut self, ebpf: &mut Ebpf, path: &Path, id: (u64, u64), functions: &[(&'static str, u64)]) {
         if self.libraries.len() >= MAX_LIBRARIES {
             tracing::warn!(path = %path.display(), "not attaching TLS probes: {MAX_LIBRARIES} libraries already are");
             return;
@@ -133,25 +177,31 @@ impl OpenSsl {
         // Remembered even when it fails: a library without the symbols
         // fails the same way every time.
         self.libraries.insert(id);
-        match attach(ebpf, path) {
+        match attach(ebpf, path, functions) {
             Ok(hooked) => tracing::info!(path = %path.display(), functions = ?hooked, "TLS plaintext probes attached"),
             Err(err) => tracing::warn!(%err, "TLS plaintext of this library will not be captured"),
         }
     }
 }
 
-/// Hooks each function `path` exports; the return program first, so no
-/// call is entered without its return being seen.
-fn attach(ebpf: &mut Ebpf, path: &Path) -> Result<Vec<&'static str>, OpenSslError> {
+/// Hooks each function `path` exports (`functions`: name, file offset);
+/// the return program first, so no call is entered without its return
+/// being seen. Offsets, not names: aya would read the symbol table again
+/// for each of the fourteen probes, and a process that has just started
+/// (Node.js carries OpenSSL in a 100 MB executable) serves its first
+/// requests while kspan attaches.
+fn attach(ebpf: &mut Ebpf, path: &Path, functions: &[(&'static str, u64)]) -> Result<Vec<&'static str>, OpenSslError> {
     let attach_error = |source| OpenSslError::Attach { path: path.display().to_string(), source };
     let mut hooked = Vec::new();
     for (function, program, required) in ENTRY_PROBES {
-        match uprobe(ebpf, RETURN_PROBE)?.attach(*function, path, UProbeScope::AllProcesses) {
-            Ok(_) => {}
-            Err(_) if !required => continue,
-            Err(source) => return Err(attach_error(source)),
-        }
-        uprobe(ebpf, program)?.attach(*function, path, UProbeScope::AllProcesses).map_err(attach_error)?;
+        let Some(&(_, offset)) = functions.iter().find(|(f, _)| f == function) else {
+            if *required {
+                return Err(OpenSslError::Missing { path: path.display().to_string(), function });
+            }
+            continue;
+        };
+        uprobe(ebpf, RETURN_PROBE)?.attach(offset, path, UProbeScope::AllProcesses).map_err(attach_error)?;
+        uprobe(ebpf, program)?.attach(offset, path, UProbeScope::AllProcesses).map_err(attach_error)?;
         hooked.push(*function);
     }
     Ok(hooked)
@@ -160,6 +210,53 @@ fn attach(ebpf: &mut Ebpf, path: &Path) -> Result<Vec<&'static str>, OpenSslErro
 fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut UProbe, OpenSslError> {
     let found = ebpf.program_mut(program).ok_or(OpenSslError::Program { program, source: ProgramError::NotLoaded })?;
     found.try_into().map_err(|source| OpenSslError::Program { program, source })
+}
+
+/// The hooked functions the ELF file at `path` defines in its dynamic
+/// symbol table, with their file offsets, in one pass. A static OpenSSL
+/// exported for addons (Node.js) is found this way too; a stripped static
+/// copy has no names to attach to.
+fn exported_functions(path: &Path) -> Vec<(&'static str, u64)> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    // Mapped, not read through a cache: Node.js exports 75,000 symbols,
+    // and a read per name took 140 ms, while a process that has just
+    // exec'd is already starting to serve.
+    // SAFETY: a read-only private mapping; a file truncated under it would
+    // fault, which executables and libraries in use are not.
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else {
+        return Vec::new();
+    };
+    let Ok(elf) = object::File::parse(&*map) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for symbol in elf.dynamic_symbols() {
+        let Ok(name) = symbol.name_bytes() else {
+            continue;
+        };
+        if !name.starts_with(b"SSL_") || !symbol.is_definition() {
+            continue;
+        }
+        let Some(&(function, _, _)) = ENTRY_PROBES.iter().find(|(f, _, _)| name == f.as_bytes()) else {
+            continue;
+        };
+        // A uprobe is placed by file offset: the symbol's address within
+        // its section, from where that section lies in the file.
+        let section = symbol.section_index().and_then(|index| elf.section_by_index(index).ok());
+        let Some((section_offset, _)) = section.as_ref().and_then(ObjectSection::file_range) else {
+            continue;
+        };
+        let Some(offset) = section.and_then(|s| symbol.address().checked_sub(s.address())) else {
+            continue;
+        };
+        if !found.iter().any(|(f, _)| *f == function) {
+            found.push((function, section_offset + offset));
+        }
+    }
+    found
 }
 
 /// Distinct paths of the libssl files a `/proc/PID/maps` text names.
@@ -195,5 +292,29 @@ mod tests {
             libssl_paths(maps),
             vec!["/opt/my app/lib/libssl.so.1.1 (deleted)", "/usr/lib/x86_64-linux-gnu/libssl.so.3"]
         );
+    }
+
+    #[test]
+    fn libssl_exports_every_hooked_function_at_its_file_offset() {
+        let libssl = HOST_LIB_DIRS.iter().map(|dir| Path::new(dir).join("libssl.so.3")).find(|p| p.exists());
+        let Some(libssl) = libssl else {
+            assert!(std::env::var_os("CI").is_none(), "CI: the host has no libssl.so.3");
+            eprintln!("skipped: no libssl.so.3");
+            return;
+        };
+        let functions = exported_functions(&libssl);
+        for (function, _, _) in ENTRY_PROBES {
+            assert!(functions.iter().any(|(f, _)| f == function), "{} exports {function}: {functions:?}", libssl.display());
+        }
+        // Distinct places inside the file (the integration tests show the
+        // probes fire there).
+        let size = std::fs::metadata(&libssl).unwrap().len();
+        let mut offsets: Vec<u64> = functions.iter().map(|(_, offset)| *offset).collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        assert_eq!(offsets.len(), functions.len(), "{functions:?}");
+        assert!(offsets.iter().all(|&o| o > 0 && o < size), "{functions:?}");
+        assert!(exported_functions(&std::env::current_exe().unwrap()).is_empty(), "this test binary has no OpenSSL");
+        assert!(exported_functions(Path::new("/nonexistent/kspan-test")).is_empty());
     }
 }
