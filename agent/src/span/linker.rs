@@ -143,11 +143,18 @@ const PEER_CAPACITY: usize = 65536;
 /// again at their next connection).
 const THREAD_AGNOSTIC_CAPACITY: usize = 65536;
 
+/// How far apart the two ends of a request may have started for a pair
+/// whose request order disagrees to be joined (see `Waiting::take_peer`).
+const DRIFT_WINDOW_NS: u64 = 1_000_000_000;
+
 /// Waiting entries, evicted by age and bounded in number.
 #[derive(Default)]
 struct Waiting {
     map: FxHashMap<PeerKey, NodeRef>,
     order: VecDeque<(u64, PeerKey)>,
+    /// The order of the request that last began to wait, per connection
+    /// (client endpoint, server endpoint), while it still waits.
+    latest: FxHashMap<(SocketAddr, SocketAddr), u64>,
 }
 
 impl Waiting {
@@ -157,14 +164,45 @@ impl Waiting {
                 break;
             }
             self.order.pop_front();
-            self.map.remove(&k);
+            self.remove(&k);
         }
         self.order.push_back((now_ns, key));
         self.map.insert(key, node);
+        self.latest.insert((key.0, key.1), key.2);
     }
 
-    fn take(&mut self, key: &PeerKey) -> Option<NodeRef> {
-        self.map.remove(key)
+    /// The other end's request for `key`: the one waiting under the same
+    /// key, else the one that last began to wait on the same connection if
+    /// it started within `DRIFT_WINDOW_NS` of `started_ns`; either only if
+    /// `plausible` (a server cannot read a request before its client began
+    /// to write it). Both ends number the requests they see, and one
+    /// request missed by one end only (a kspan restart with a request in
+    /// flight, a TLS call before its library was attached, a full ring
+    /// buffer) shifts the numbering for the rest of a kept-alive
+    /// connection, whose requests would otherwise never be joined again.
+    fn take_peer(&mut self, key: &PeerKey, started_ns: u64, plausible: impl Fn(u64) -> bool) -> Option<NodeRef> {
+        if let Some(exact) = self.map.get(key) {
+            let exact_ok = plausible(exact.borrow().started_ns);
+            // Implausible: a request whose other end was never seen, and
+            // whose number a later request of the other end now carries.
+            let exact = self.remove(key);
+            if exact_ok {
+                return exact;
+            }
+        }
+        let seq = *self.latest.get(&(key.0, key.1))?;
+        let candidate = (key.0, key.1, seq);
+        let theirs = self.map.get(&candidate)?.borrow().started_ns;
+        if theirs.abs_diff(started_ns) <= DRIFT_WINDOW_NS && plausible(theirs) { self.remove(&candidate) } else { None }
+    }
+
+    fn remove(&mut self, key: &PeerKey) -> Option<NodeRef> {
+        let node = self.map.remove(key)?;
+        let pair = (key.0, key.1);
+        if self.latest.get(&pair) == Some(&key.2) {
+            self.latest.remove(&pair);
+        }
+        Some(node)
     }
 }
 
@@ -348,7 +386,7 @@ impl Linker {
         let node = Rc::new(RefCell::new(Node { reader: Some((conn.pid, tid)), ..node }));
         if let (false, Some(local), Some(remote)) = (pinned, conn.local, conn.remote) {
             let key = (canonical(remote), canonical(local), seq);
-            match self.outbound.take(&key) {
+            match self.outbound.take_peer(&key, started_ns, |client| client <= started_ns) {
                 Some(client) => self.adopt_peer(&node, &client),
                 None if peer_traced => self.inbound.insert(key, node.clone(), started_ns),
                 None => {}
@@ -396,7 +434,7 @@ impl Linker {
                 self.take_injected(&node, trace_id, span_id);
             }
             let key = (canonical(local), canonical(remote), seq);
-            match self.inbound.take(&key) {
+            match self.inbound.take_peer(&key, started_ns, |server| server >= started_ns) {
                 Some(server) => self.adopt_peer(&server, &node),
                 None => self.outbound.insert(key, node.clone(), started_ns),
             }

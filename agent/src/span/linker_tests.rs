@@ -402,3 +402,61 @@ fn go_process_links_by_the_process_wide_rule_only() {
     assert_eq!(call.parent_span_id, Some(first.span_id));
     assert_ne!(call.parent_span_id, Some(second.span_id));
 }
+
+/// The client's end missed the connection's first request (say kspan
+/// started while it was in flight): the two ends number the same request
+/// differently from then on, and each request is still joined to its own
+/// client, whichever end shows up first.
+#[test]
+fn request_order_drift_on_a_kept_alive_connection_still_links() {
+    let mut l = Linker::new();
+    let curl = conn(10, 100, "127.0.0.1:40000", "127.0.0.1:8000", Role::Client);
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    // Only the server saw request 0.
+    l.request_started(&a_in, Role::Server, 0, &head(None), 1_000, 201);
+    assert_eq!(l.finish(1, 0).parent_span_id, None);
+    // Client first: its 0 is the server's 1.
+    l.request_started(&curl, Role::Client, 0, &head(None), 2_000, 100);
+    l.request_started(&a_in, Role::Server, 1, &head(None), 2_100, 201);
+    let server = l.finish(1, 1);
+    assert_eq!(server.parent_span_id, Some(l.finish(10, 0).span_id), "client first");
+    // Server first (it waits for its traced client): its 2 is the client's 1.
+    l.request_started(&a_in, Role::Server, 2, &head(None), 3_100, 201);
+    l.request_started(&curl, Role::Client, 1, &head(None), 3_000, 100);
+    let server = l.finish(1, 2);
+    let client = l.finish(10, 1);
+    assert_eq!(server.parent_span_id, Some(client.span_id), "server first");
+    assert_eq!(server.trace_id, client.trace_id);
+}
+
+/// A request left waiting long ago is not taken for a new one whose
+/// numbers disagree: only a near start joins a drifted pair.
+#[test]
+fn drifted_pair_is_joined_only_when_the_starts_are_near() {
+    let mut l = Linker::new();
+    let curl = conn(10, 100, "127.0.0.1:40000", "127.0.0.1:8000", Role::Client);
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    l.request_started(&curl, Role::Client, 0, &head(None), 1_000, 100);
+    l.finish(10, 0);
+    l.request_started(&a_in, Role::Server, 5, &head(None), 1_000 + 2 * DRIFT_WINDOW_NS, 201);
+    assert_eq!(l.finish(1, 5).parent_span_id, None);
+    assert_eq!(l.stats.linked_same_host, 0);
+}
+
+/// Exact numbers still decide when both ends agree: with two requests of
+/// one connection waiting, each joins its own.
+#[test]
+fn agreeing_order_is_matched_exactly() {
+    let mut l = Linker::new();
+    let curl = conn(10, 100, "127.0.0.1:40000", "127.0.0.1:8000", Role::Client);
+    let a_in = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    // Pipelined: both requests written before the server reads either.
+    l.request_started(&curl, Role::Client, 0, &head(None), 1_000, 100);
+    l.request_started(&curl, Role::Client, 1, &head(None), 1_010, 100);
+    l.request_started(&a_in, Role::Server, 0, &head(None), 1_100, 201);
+    l.request_started(&a_in, Role::Server, 1, &head(None), 1_200, 201);
+    let (s0, s1) = (l.finish(1, 0), l.finish(1, 1));
+    let (c0, c1) = (l.finish(10, 0), l.finish(10, 1));
+    assert_eq!(s0.parent_span_id, Some(c0.span_id));
+    assert_eq!(s1.parent_span_id, Some(c1.span_id));
+}
