@@ -59,6 +59,62 @@ fn curl_https(pki: &TempDir, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// SERVER span of process `pid` for `GET /hop/{n}`.
+fn hop_server(s: &ReceivedSpan, pid: u32, n: u32) -> bool {
+    s.kind == "SERVER"
+        && s.resource_i64("process.pid") == Some(i64::from(pid))
+        && s.attr_str("url.path") == Some(format!("/hop/{n}").as_str())
+}
+
+/// curl -> A -> B (listening on `b_port`) for `/hop/{n}?{query}=secret`:
+/// exactly curl's, A's, A's call's and B's spans in one trace, each under
+/// the one before, read as HTTPS, the query value redacted.
+fn assert_https_chain(spans: &[ReceivedSpan], a: u32, b: u32, b_port: u16, n: u32, query: &str) {
+    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+    let find = |pid| {
+        spans.iter().find(|s| hop_server(s, pid, n)).unwrap_or_else(|| panic!("request {n}: {pid}'s span:\n{}", dump()))
+    };
+    let (a_server, b_server) = (find(a), find(b));
+    for server in [a_server, b_server] {
+        assert_eq!(server.name, "GET /hop/{id}", "{}", dump());
+        assert_eq!(server.attr_str("url.scheme"), Some("https"));
+        assert_eq!(server.attr_i64("http.response.status_code"), Some(200));
+    }
+    assert_eq!(
+        a_server.attr_str("url.query"),
+        Some(format!("{query}=REDACTED").as_str()),
+        "query values redacted over TLS too"
+    );
+    let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == a_server.trace_id).collect();
+    assert_eq!(trace.len(), 4, "request {n}: curl, A, A's call, B:\n{}", dump());
+    let client_of = |service: Option<&str>, pid: Option<u32>| {
+        trace
+            .iter()
+            .find(|s| {
+                s.kind == "CLIENT"
+                    && service.is_none_or(|name| s.resource_str("service.name") == Some(name))
+                    && pid.is_none_or(|pid| s.resource_i64("process.pid") == Some(i64::from(pid)))
+            })
+            .copied()
+            .unwrap_or_else(|| {
+                panic!("request {n}: the CLIENT span of {service:?}{pid:?} is in the trace:\n{}", dump())
+            })
+    };
+    let (curl, a_client) = (client_of(Some("curl"), None), client_of(None, Some(a)));
+    assert!(curl.is_root(), "curl's span is the root");
+    for (child, parent) in [(a_server, curl), (a_client, a_server), (b_server, a_client)] {
+        assert_eq!(
+            child.parent_span_id,
+            parent.span_id,
+            "request {n}: {} under {}:\n{}",
+            child.name,
+            parent.name,
+            dump()
+        );
+    }
+    assert_eq!(a_client.attr_str("url.full"), Some(format!("https://127.0.0.1:{b_port}/hop/{n}").as_str()));
+}
+
 /// curl -> A -> B, every hop over TLS: the same spans and the same one
 /// trace as in plaintext, read from OpenSSL rather than from the sockets.
 #[test]
@@ -77,47 +133,19 @@ fn https_chain_is_one_trace() {
         let body = curl_https(&pki, &[&format!("https://127.0.0.1:{pa}/hop/{n}?token=secret")]);
         assert_eq!(body, format!("{n}>leaf-{n}"));
     }
-    let server_of = |s: &ReceivedSpan, pid: u32, n: u32| {
-        s.kind == "SERVER"
-            && s.resource_i64("process.pid") == Some(i64::from(pid))
-            && s.attr_str("url.path") == Some(format!("/hop/{n}").as_str())
-    };
     let spans = receiver
         .wait_for(WAIT, |s| {
-            [1, 2].iter().all(|n| s.iter().any(|s| server_of(s, b.pid(), *n)) && s.iter().any(|s| server_of(s, a.pid(), *n)))
+            [1, 2]
+                .iter()
+                .all(|n| s.iter().any(|s| hop_server(s, b.pid(), *n)) && s.iter().any(|s| hop_server(s, a.pid(), *n)))
         })
         .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
     // The clients' spans may trail their servers' by an export batch.
     let spans = receiver.wait_for(Duration::from_secs(10), |s| s.len() >= 8).unwrap_or(spans);
-    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
-
     for n in [1, 2] {
-        let a_server = spans.iter().find(|s| server_of(s, a.pid(), n)).unwrap();
-        let b_server = spans.iter().find(|s| server_of(s, b.pid(), n)).unwrap();
-        for server in [a_server, b_server] {
-            assert_eq!(server.name, "GET /hop/{id}", "{}", dump());
-            assert_eq!(server.attr_str("url.scheme"), Some("https"));
-            assert_eq!(server.attr_i64("http.response.status_code"), Some(200));
-        }
-        assert_eq!(a_server.attr_str("url.query"), Some("token=REDACTED"), "query values redacted over TLS too");
-        let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == a_server.trace_id).collect();
-        let one = |kind: &str, service: &str| -> &ReceivedSpan {
-            let found: Vec<_> = trace.iter().filter(|s| s.kind == kind && s.resource_str("service.name") == Some(service)).collect();
-            assert_eq!(found.len(), 1, "request {n}: one {kind} span of {service} in the trace:\n{}", dump());
-            found[0]
-        };
-        let curl = one("CLIENT", "curl");
-        let a_client = trace
-            .iter()
-            .find(|s| s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(a.pid())))
-            .unwrap_or_else(|| panic!("request {n}: A's call to B is in the trace:\n{}", dump()));
-        assert_eq!(trace.len(), 4, "request {n}: curl, A, A's call, B:\n{}", dump());
-        assert!(curl.is_root(), "curl's span is the root");
-        for (child, parent) in [(a_server, curl), (*a_client, a_server), (b_server, *a_client)] {
-            assert_eq!(child.parent_span_id, parent.span_id, "request {n}: {} under {}:\n{}", child.name, parent.name, dump());
-        }
-        assert_eq!(a_client.attr_str("url.full"), Some(format!("https://127.0.0.1:{pb}/hop/{n}").as_str()));
+        assert_https_chain(&spans, a.pid(), b.pid(), pb, n, "token");
     }
+    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
     // Nothing was made of the handshakes' and records' ciphertext.
     assert_eq!(spans.len(), 8, "only the eight spans of the two requests:\n{}", dump());
     drop(kspan);
@@ -162,40 +190,17 @@ fn node_https_chain_is_one_trace() {
     for n in 1..=3 {
         assert_eq!(curl_https(&pki, &[&format!("https://127.0.0.1:{pa}/hop/{n}?key=secret")]), format!("{n}>leaf-{n}"));
     }
-    let server_of = |s: &ReceivedSpan, pid: u32, n: u32| {
-        s.kind == "SERVER"
-            && s.resource_i64("process.pid") == Some(i64::from(pid))
-            && s.attr_str("url.path") == Some(format!("/hop/{n}").as_str())
-    };
     let spans = receiver
         .wait_for(WAIT, |s| {
-            s.len() >= 12 && (1..=3).all(|n| s.iter().any(|s| server_of(s, b.pid(), n)) && s.iter().any(|s| server_of(s, a.pid(), n)))
+            s.len() >= 12
+                && (1..=3)
+                    .all(|n| s.iter().any(|s| hop_server(s, b.pid(), n)) && s.iter().any(|s| hop_server(s, a.pid(), n)))
         })
         .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
-    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
-
     for n in 1..=3 {
-        let a_server = spans.iter().find(|s| server_of(s, a.pid(), n)).unwrap();
-        let b_server = spans.iter().find(|s| server_of(s, b.pid(), n)).unwrap();
-        for server in [a_server, b_server] {
-            assert_eq!(server.name, "GET /hop/{id}", "{}", dump());
-            assert_eq!(server.attr_str("url.scheme"), Some("https"));
-            assert_eq!(server.attr_i64("http.response.status_code"), Some(200));
-        }
-        assert_eq!(a_server.attr_str("url.query"), Some("key=REDACTED"));
-        let trace: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.trace_id == a_server.trace_id).collect();
-        assert_eq!(trace.len(), 4, "request {n}: curl, A, A's call, B:\n{}", dump());
-        let curl = trace.iter().find(|s| s.kind == "CLIENT" && s.resource_str("service.name") == Some("curl"));
-        let a_client = trace.iter().find(|s| s.kind == "CLIENT" && s.resource_i64("process.pid") == Some(i64::from(a.pid())));
-        let (Some(curl), Some(a_client)) = (curl, a_client) else {
-            panic!("request {n}: curl's and A's CLIENT spans are in the trace:\n{}", dump());
-        };
-        assert!(curl.is_root(), "curl's span is the root");
-        for (child, parent) in [(a_server, *curl), (*a_client, a_server), (b_server, *a_client)] {
-            assert_eq!(child.parent_span_id, parent.span_id, "request {n}: {} under {}:\n{}", child.name, parent.name, dump());
-        }
-        assert_eq!(a_client.attr_str("url.full"), Some(format!("https://127.0.0.1:{pb}/hop/{n}").as_str()));
+        assert_https_chain(&spans, a.pid(), b.pid(), pb, n, "key");
     }
+    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
     assert_eq!(spans.len(), 12, "only the spans of the three requests:\n{}", dump());
     drop(kspan);
 }
@@ -226,7 +231,9 @@ fn asyncio_https_server_spans() {
 
     let paths = ["/hop/1", "/hop/2", "/hop/3", "/nothing"];
     let server_span = |s: &ReceivedSpan, path: &str| {
-        s.kind == "SERVER" && s.resource_i64("process.pid") == Some(i64::from(app.pid())) && s.attr_str("url.path") == Some(path)
+        s.kind == "SERVER"
+            && s.resource_i64("process.pid") == Some(i64::from(app.pid()))
+            && s.attr_str("url.path") == Some(path)
     };
     let spans = receiver
         .wait_for(WAIT, |s| paths.iter().all(|p| s.iter().any(|s| server_span(s, p))) && s.len() >= 8)
@@ -285,7 +292,12 @@ fn nginx_https_http2_and_http1() {
         .arg(pki.join("ca.pem"))
         .output()
         .expect("eager client runs");
-    assert_eq!(String::from_utf8_lossy(&eager.stdout).trim(), "HTTP/1.1 200 OK", "{}", String::from_utf8_lossy(&eager.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&eager.stdout).trim(),
+        "HTTP/1.1 200 OK",
+        "{}",
+        String::from_utf8_lossy(&eager.stderr)
+    );
 
     let server_span = |s: &ReceivedSpan, path: &str| s.kind == "SERVER" && s.attr_str("url.path") == Some(path);
     let spans = receiver
@@ -389,10 +401,14 @@ fn private_libssl_copies_are_found_in_process_maps() {
     assert_eq!(curl_https(&pki, &[&format!("https://127.0.0.1:{late_port}/hop/3")]), "leaf-3");
 
     let server = |s: &ReceivedSpan, pid: u32, path: &str| {
-        s.kind == "SERVER" && s.resource_i64("process.pid") == Some(i64::from(pid)) && s.attr_str("url.path") == Some(path)
+        s.kind == "SERVER"
+            && s.resource_i64("process.pid") == Some(i64::from(pid))
+            && s.attr_str("url.path") == Some(path)
     };
     let spans = receiver
-        .wait_for(WAIT, |s| s.iter().any(|s| server(s, early.pid(), "/hop/1")) && s.iter().any(|s| server(s, late.pid(), "/hop/3")))
+        .wait_for(WAIT, |s| {
+            s.iter().any(|s| server(s, early.pid(), "/hop/1")) && s.iter().any(|s| server(s, late.pid(), "/hop/3"))
+        })
         .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
     let early_span = spans.iter().find(|s| server(s, early.pid(), "/hop/1")).unwrap();
     assert_eq!(early_span.attr_str("url.scheme"), Some("https"));
