@@ -10,7 +10,7 @@ use crate::headonly;
 use crate::maps::{DataScratch, EVENTS, KSPAN_SETTINGS, PendingCall, SCRATCH, count, setting};
 
 /// Byte offsets in the x86_64 user ABI (stable: it is the syscall ABI).
-const MSGHDR_IOV: u64 = 16;
+pub(crate) const MSGHDR_IOV: u64 = 16;
 const MSGHDR_IOVLEN: u64 = 24;
 const MMSGHDR_SIZE: u64 = 64;
 const MMSGHDR_LEN: u64 = 56;

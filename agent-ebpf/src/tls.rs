@@ -11,12 +11,13 @@
 //!
 //! Libraries that move the ciphertext themselves, through memory BIOs
 //! (Node.js, Python's asyncio), do no socket I/O inside these calls. Once a
-//! thread has made such a call, its socket reads are watched: a read that
-//! starts with a TLS record header, followed by a read or handshake call on
-//! the same thread, ties that call's `SSL` to the read's connection (the
-//! event loop decrypts what it has just read). A write goes where its `SSL`
-//! was last seen; the record just read stands in only for an `SSL` not seen
-//! before. What still has no connection is counted as `TlsUnattributed`.
+//! thread has made a call, its socket reads outside calls are watched: a
+//! read that starts with a TLS record header, followed by a read or
+//! handshake call on the same thread, ties that call's `SSL` to the read's
+//! connection (the event loop decrypts what it has just read). A write goes
+//! where its `SSL` was last seen; the record just read stands in only for
+//! an `SSL` not seen before. What still has no connection is counted as
+//! `TlsUnattributed`.
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
@@ -81,10 +82,11 @@ pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(16384, 0
 #[map]
 pub static SSL_CONNS: LruHashMap<SslKey, SslConn> = LruHashMap::with_max_entries(65536, 0);
 
-/// Threads that made a TLS call with no socket I/O in it (memory BIOs), by
-/// pid_tgid: the connection of the thread's last socket read if that read
-/// began with a TLS record and no read or handshake call has used it yet,
-/// else `SslConn::NONE`.
+/// Threads that made a TLS call, by pid_tgid: the connection of the
+/// thread's last socket read outside a call if that read began with a TLS
+/// record and no read or handshake call has taken it yet, else
+/// `SslConn::NONE`. Only memory-BIO libraries read their records outside
+/// the calls.
 #[map]
 static BIO_THREADS: LruHashMap<u64, SslConn> = LruHashMap::with_max_entries(4096, 0);
 
@@ -124,6 +126,7 @@ fn try_enter(ctx: &ProbeContext, direction: u8, ex: bool) -> Result<(), i32> {
         _pad: [0; 2],
     };
     TLS_CALLS.insert(&pid_tgid, &call, 0).map_err(|e| e as i32)?;
+    bio_bind(pid_tgid, tgid, call.ssl, direction);
     if !tls_seen()
         && let Some(seen) = TLS_SEEN.get_ptr_mut(0)
     {
@@ -164,19 +167,17 @@ pub fn claim(pid_tgid: u64, pending: &PendingCall, ingress: bool, role: impl FnO
     false
 }
 
-/// Offsets in the x86_64 user ABI: `msghdr.msg_iov`, `iovec.iov_base`.
-const MSGHDR_IOV: u64 = 16;
-
 /// Whether the bytes a read just delivered begin with a TLS record header:
 /// content type 20..=23 (change_cipher_spec, alert, handshake,
 /// application_data) and version 3.x. Plain protocols do not begin so.
 #[inline(always)]
 fn starts_tls_record(pending: &PendingCall) -> bool {
-    // SAFETY (all reads): user pointers, read with a faulting-safe helper.
+    // SAFETY (all reads): user pointers, read with a faulting-safe helper;
+    // an iovec's base is its first field.
     let first = match Call::from_u8(pending.call) {
         Some(Call::Read | Call::Recvfrom) => Some(pending.ptr),
         Some(Call::Readv) => unsafe { bpf_probe_read_user(pending.ptr as *const u64) }.ok(),
-        Some(Call::Recvmsg) => unsafe { bpf_probe_read_user((pending.ptr + MSGHDR_IOV) as *const u64) }
+        Some(Call::Recvmsg) => unsafe { bpf_probe_read_user((pending.ptr + capture::MSGHDR_IOV) as *const u64) }
             .ok()
             .and_then(|iov| unsafe { bpf_probe_read_user(iov as *const u64) }.ok()),
         _ => None,
@@ -187,19 +188,35 @@ fn starts_tls_record(pending: &PendingCall) -> bool {
     (20..=23).contains(&header[0]) && header[1] == 3 && header[2] <= 4
 }
 
-/// A call that did no socket I/O of its own: its thread is watched from
-/// now on. Returns the TLS record the thread has just read, if any, which
-/// a read or handshake call (`ingress`) takes, so that it names only one
-/// call's connection.
+/// A call is entering on this thread: from now on the thread's socket
+/// reads outside calls are watched for TLS records (see `claim`). If the
+/// thread has just read one, a read or handshake call takes it (its `SSL`
+/// is tied to that connection, and the record to no other call); a write
+/// is tied to it only when its `SSL` was never seen, as when Node.js
+/// flushes a client's first request from the call that completes the
+/// handshake. Done at entry, not return, to keep the return program,
+/// which copies the bytes, small enough for older verifiers (6.1).
 #[inline(always)]
-fn bio_read(pid_tgid: u64, ingress: bool) -> Option<SslConn> {
+fn bio_bind(pid_tgid: u64, tgid: u32, ssl: u64, direction: u8) {
     let Some(thread) = BIO_THREADS.get_ptr_mut(&pid_tgid) else {
         let _ = BIO_THREADS.insert(&pid_tgid, &SslConn::NONE, 0);
-        return None;
+        return;
     };
     // SAFETY: this thread's entry; only this thread writes it.
-    let read = unsafe { if ingress { core::ptr::replace(thread, SslConn::NONE) } else { *thread } };
-    (read.conn_id != 0).then_some(read)
+    let read = unsafe { *thread };
+    if read.conn_id == 0 {
+        return;
+    }
+    let key = SslKey { ssl, tgid, _pad: 0 };
+    if direction == Direction::Egress as u8 {
+        if unsafe { SSL_CONNS.get(&key) }.is_some() {
+            return;
+        }
+    } else {
+        // SAFETY: as above.
+        unsafe { *thread = SslConn::NONE };
+    }
+    let _ = SSL_CONNS.insert(&key, &read, 0);
 }
 
 /// A thread died: a call it was inside never returns.
@@ -218,26 +235,15 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i32> {
     };
     let _ = TLS_CALLS.remove(&pid_tgid);
     let key = SslKey { ssl: call.ssl, tgid, _pad: 0 };
-    let conn = if call.conn_id != 0 {
-        Some(SslConn { conn_id: call.conn_id, fd: call.fd, role: call.role, _pad: [0; 3] })
-    } else {
-        let ingress = call.direction != Direction::Egress as u8;
-        let read = bio_read(pid_tgid, ingress);
-        let known = unsafe { SSL_CONNS.get(&key) }.copied();
-        // A read decrypts what was just read. A write goes to its `SSL`'s
-        // connection; the record just read stands in only for an `SSL` not
-        // seen before, as when Node.js flushes a client's first request
-        // from the call that completes the handshake.
-        if ingress { read.or(known) } else { known.or(read) }
-    };
-    // Whatever the call's outcome: a non-blocking handshake returns before
-    // it is done, and its socket I/O already named the connection. The
-    // first request often arrives with the handshake's last message, so the
-    // first SSL_read finds it decrypted and does no I/O itself.
-    if let Some(conn) = &conn {
-        let _ = SSL_CONNS.insert(&key, conn, 0);
-    }
     if call.direction == HANDSHAKE {
+        // Whatever the outcome: a non-blocking handshake returns before it
+        // is done, and its socket I/O already named the connection. The
+        // first request often arrives with the handshake's last message,
+        // so the first SSL_read finds it decrypted and does no I/O itself.
+        if call.conn_id != 0 {
+            let conn = SslConn { conn_id: call.conn_id, fd: call.fd, role: call.role, _pad: [0; 3] };
+            let _ = SSL_CONNS.insert(&key, &conn, 0);
+        }
         return Ok(());
     }
     let rc = ctx.ret::<u64>() as i32;
@@ -255,7 +261,13 @@ fn try_return(ctx: &RetProbeContext) -> Result<(), i32> {
     if bytes == 0 {
         return Ok(());
     }
-    let Some(conn) = conn else {
+    let conn = if call.conn_id != 0 {
+        let conn = SslConn { conn_id: call.conn_id, fd: call.fd, role: call.role, _pad: [0; 3] };
+        let _ = SSL_CONNS.insert(&key, &conn, 0);
+        conn
+    } else if let Some(conn) = unsafe { SSL_CONNS.get(&key) } {
+        *conn
+    } else {
         count(Counter::TlsUnattributed);
         return Ok(());
     };
