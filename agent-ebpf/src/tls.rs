@@ -138,9 +138,9 @@ fn try_enter(ctx: &ProbeContext, direction: u8, ex: bool) -> Result<(), i32> {
 
 /// Socket I/O by the current thread (`pending`, its bytes already moved):
 /// when a TLS call is in flight on it, the call takes the connection and
-/// the bytes (ciphertext) are not reported. On a memory-BIO thread, a read
-/// is remembered for the next call when it starts a TLS record. `role` is
-/// asked only when needed.
+/// the bytes (ciphertext) are not reported. On a thread that makes TLS
+/// calls, a read outside them is remembered for the next call when it
+/// starts a TLS record (`bio_bind`). `role` is asked only when needed.
 #[inline(always)]
 pub fn claim(pid_tgid: u64, pending: &PendingCall, ingress: bool, role: impl FnOnce() -> u8) -> bool {
     if !tls_seen() {

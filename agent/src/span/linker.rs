@@ -510,8 +510,6 @@ impl Linker {
         }
     }
 
-    /// The one incoming request the thread is serving, if exactly one; for
-    /// a thread serving none, what it inherited or else the process's one.
     /// `pid` schedules its work on threads that stand for no request (Go's
     /// goroutines): its calls are linked by the process-wide rule alone.
     pub fn threads_do_not_follow_requests(&mut self, pid: u32) {
@@ -521,6 +519,8 @@ impl Linker {
         self.thread_agnostic.insert(pid);
     }
 
+    /// The one incoming request the thread is serving, if exactly one; for
+    /// a thread serving none, what it inherited or else the process's one.
     fn in_process_parent(&mut self, pid: u32, tid: u32) -> Option<NodeRef> {
         if self.thread_agnostic.contains(&pid) {
             return self.process_wide_parent(pid);
