@@ -1,6 +1,7 @@
-//! TLS plaintext through OpenSSL uprobes: real HTTPS servers and clients
-//! (Python's ssl module and asyncio, Node.js, curl, nginx), no tracing
-//! code, no keys given to kspan; checked on what the OTLP receiver got.
+//! TLS plaintext through uprobes on OpenSSL and Go's crypto/tls: real
+//! HTTPS servers and clients (Python's ssl module and asyncio, Node.js, Go,
+//! curl, nginx), no tracing code, no keys given to kspan; checked on what
+//! the OTLP receiver got.
 
 mod support;
 
@@ -77,8 +78,8 @@ fn assert_https_chain(spans: &[ReceivedSpan], a: u32, b: u32, b_port: u16, n: u3
     let (a_server, b_server) = (find(a), find(b));
     for server in [a_server, b_server] {
         assert_eq!(server.name, "GET /hop/{id}", "{}", dump());
-        assert_eq!(server.attr_str("url.scheme"), Some("https"));
-        assert_eq!(server.attr_i64("http.response.status_code"), Some(200));
+        assert_eq!(server.attr_str("url.scheme"), Some("https"), "{}", dump());
+        assert_eq!(server.attr_i64("http.response.status_code"), Some(200), "{}", dump());
     }
     assert_eq!(
         a_server.attr_str("url.query"),
@@ -207,6 +208,97 @@ fn node_https_chain_is_one_trace() {
 
 /// Python's asyncio runs its TLS over memory BIOs too (ssl.MemoryBIO):
 /// requests on a kept-alive connection and on a second one.
+/// `tests/peers/go_chain` serving HTTPS with the test PKI, calling
+/// `downstream` (verified against the test CA) when given.
+fn go_https(bin: &std::path::Path, pki: &TempDir, port: u16, downstream: Option<String>) -> Server {
+    let mut cmd = Command::new(bin);
+    cmd.arg(port.to_string());
+    if let Some(down) = downstream {
+        cmd.arg(down);
+    }
+    cmd.env("GO_CHAIN_TLS_CERT", pki.join("server.pem"))
+        .env("GO_CHAIN_TLS_KEY", pki.join("server.key"))
+        .env("SSL_CERT_FILE", pki.join("ca.pem"));
+    Server::spawn(cmd, port).expect("go https app starts")
+}
+
+/// Go links crypto/tls into each executable and speaks HTTP/2 over it by
+/// default (ALPN), to curl and to its own client: curl -> Go -> Go, with
+/// no OpenSSL on the Go side.
+#[test]
+fn go_https_chain_is_one_trace() {
+    if !(prerequisites() && require_cmd("go").is_some()) {
+        return;
+    }
+    let pki = test_pki();
+    let build = TempDir::new().unwrap();
+    // As production images are built: position-independent, and without
+    // the ELF symbol table (the functions are found through the pclntab).
+    let bin = build_go_chain(&build, &["-buildmode=pie", "-ldflags=-s -w"]);
+    let receiver = Receiver::start().expect("receiver");
+    let (pa, pb) = (free_port(), free_port());
+    let kspan = kspan_on_ports(&[pa, pb], &receiver, &[]);
+    let b = go_https(&bin, &pki, pb, None);
+    // Attached when it exec'd, before it served anything.
+    let line = format!("path=/proc/{}/exe", b.pid());
+    assert!(wait_until(WAIT, POLL, || kspan.log().contains(&line)), "go attached at exec:\n{}", kspan.log());
+    assert!(kspan.log().contains("Go TLS plaintext probes attached"), "{}", kspan.log());
+    let a = go_https(&bin, &pki, pa, Some(format!("https://127.0.0.1:{pb}")));
+
+    for n in 1..=3 {
+        assert_eq!(curl_https(&pki, &[&format!("https://127.0.0.1:{pa}/hop/{n}?key=secret")]), format!("{n}>leaf-{n}"));
+    }
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            s.len() >= 12
+                && (1..=3)
+                    .all(|n| s.iter().any(|s| hop_server(s, b.pid(), n)) && s.iter().any(|s| hop_server(s, a.pid(), n)))
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    for n in 1..=3 {
+        assert_https_chain(&spans, a.pid(), b.pid(), pb, n, "key");
+    }
+    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+    for span in spans.iter().filter(|s| s.resource_str("service.name") == Some("go_chain")) {
+        assert_eq!(span.attr_str("network.protocol.version"), Some("2"), "HTTP/2 by ALPN: {}", span.pretty());
+    }
+    assert_eq!(spans.len(), 12, "only the spans of the three requests:\n{}", dump());
+
+    // At once: A multiplexes its calls as streams of one connection to B,
+    // written and read by different goroutines on whichever threads.
+    let parallel = 16;
+    let curls: Vec<_> = (100..100 + parallel)
+        .map(|n| {
+            Command::new("curl")
+                .args(["-sS", "--max-time", "20", "--cacert"])
+                .arg(pki.join("ca.pem"))
+                .arg(format!("https://127.0.0.1:{pa}/hop/{n}"))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("curl runs")
+        })
+        .collect();
+    for (n, curl) in (100..).zip(curls) {
+        let out = curl.wait_with_output().expect("curl finishes");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{n}>leaf-{n}"));
+    }
+    let spans = receiver
+        .wait_for(WAIT, |s| (100..100 + parallel).all(|n| s.iter().any(|s| hop_server(s, b.pid(), n))))
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let by_id: std::collections::HashMap<_, _> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    for n in 100..100 + parallel {
+        let b_server = spans.iter().find(|s| hop_server(s, b.pid(), n)).expect("found above");
+        let a_client = by_id.get(b_server.parent_span_id.as_str()).unwrap_or_else(|| panic!("{}'s parent", b_server.pretty()));
+        assert_eq!(a_client.kind, "CLIENT", "{}", a_client.pretty());
+        assert_eq!(a_client.attr_str("url.path"), Some(format!("/hop/{n}").as_str()), "{}", a_client.pretty());
+        // The in-process link may be missing under concurrency, never wrong.
+        if let Some(a_server) = by_id.get(a_client.parent_span_id.as_str()) {
+            assert!(hop_server(a_server, a.pid(), n), "{} under {}", a_client.pretty(), a_server.pretty());
+        }
+    }
+    drop(kspan);
+}
+
 #[test]
 fn asyncio_https_server_spans() {
     if !prerequisites() {

@@ -178,18 +178,7 @@ impl RuntimeChain {
 
     /// Go: `tests/peers/go_chain`, built here with the standard library only.
     fn go(dir: &TempDir) -> Self {
-        let bin = dir.join("go_chain");
-        let built = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&bin)
-            .arg(".")
-            .current_dir(repo_root().join("tests/peers/go_chain"))
-            .env("GOCACHE", dir.join("cache"))
-            .env("GOFLAGS", "-mod=mod")
-            .env("GO111MODULE", "on")
-            .status()
-            .expect("go build runs");
-        assert!(built.success(), "go build of tests/peers/go_chain failed");
+        let bin = build_go_chain(dir, &[]);
         Self::start("go_chain", |port| {
             let mut cmd = Command::new(&bin);
             cmd.arg(port.to_string());

@@ -1,6 +1,6 @@
 //! kspan's kernel programs. Tracepoints for capture: they are the one
 //! capture path every kernel offers (no kprobes or fentry needed); uprobes
-//! on OpenSSL for TLS plaintext (`tls`).
+//! on OpenSSL and Go's crypto/tls for TLS plaintext (`tls`, `gotls`).
 //!
 //! Two capture paths, chosen by user space: the socket path (`sockio`), and
 //! syscall tracepoints for kernels without it. On the syscall path each
@@ -12,6 +12,7 @@
 
 mod capture;
 mod conn;
+mod gotls;
 mod headonly;
 mod inject;
 mod maps;

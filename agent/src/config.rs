@@ -124,8 +124,9 @@ pub struct Cli {
     #[arg(long, env = "KSPAN_CAPTURE_HOOK", value_enum)]
     pub capture_hook: Option<CaptureHook>,
 
-    /// TLS plaintext from OpenSSL: `auto` attaches uprobes to every libssl
-    /// traced processes map; `off` leaves TLS connections unparsed.
+    /// TLS plaintext from OpenSSL and Go's crypto/tls: `auto` attaches
+    /// uprobes to every libssl traced processes map and to every Go
+    /// executable; `off` leaves TLS connections unparsed.
     #[arg(long, env = "KSPAN_TLS", value_enum)]
     pub tls: Option<TlsCapture>,
 

@@ -97,7 +97,7 @@ pub const METRICS: [(&str, Kind, &str); 19] = [
     ("events_dropped_ringbuf", Kind::Counter, "Records the kernel could not write: the ring buffer was full."),
     ("socket_calls", Kind::Counter, "Socket transfers of traced processes seen in the kernel."),
     ("socket_io_unattributed", Kind::Counter, "Socket transfers no file descriptor could be tied to (io_uring, kernel sockets)."),
-    ("tls_calls_unattributed", Kind::Counter, "TLS library calls no connection could be tied to (a memory-BIO connection open before kspan, a thread's first such call): plaintext not captured."),
+    ("tls_calls_unattributed", Kind::Counter, "TLS library calls no connection could be tied to (a memory-BIO connection open before kspan, a thread's first such call, a Go tls.Conn not over TCP): plaintext not captured."),
     ("bytes_captured", Kind::Counter, "Payload bytes copied from the kernel."),
     ("http1_bodies_skipped", Kind::Counter, "HTTP/1 bodies counted in the kernel rather than copied."),
     ("decode_errors", Kind::Counter, "Ring buffer records that did not decode."),

@@ -168,6 +168,26 @@ pub fn require_bpf() -> bool {
 
 /// `let Some(nginx) = require_cmd("nginx") else { return };`
 #[track_caller]
+/// `tests/peers/go_chain`, built into `dir` with the standard library only
+/// and `flags` given to `go build`.
+pub fn build_go_chain(dir: &TempDir, flags: &[&str]) -> PathBuf {
+    let bin = dir.join("go_chain");
+    let built = Command::new("go")
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(&bin)
+        .arg(".")
+        .current_dir(repo_root().join("tests/peers/go_chain"))
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GO111MODULE", "on")
+        .status()
+        .expect("go build runs");
+    assert!(built.success(), "go build of tests/peers/go_chain failed");
+    bin
+}
+
 pub fn require_cmd(name: &str) -> Option<PathBuf> {
     require(&format!("peer program `{name}` missing"), which(name))
 }

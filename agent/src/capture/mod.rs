@@ -3,6 +3,8 @@
 
 pub mod btf;
 pub mod decode;
+pub mod gobinary;
+pub mod gotls;
 pub mod openssl;
 pub mod propagate;
 pub mod tracefs;
@@ -110,7 +112,7 @@ pub struct CaptureOptions {
     pub propagate: bool,
     /// With `propagate`: only sockets of this network namespace.
     pub propagate_netns: Option<PathBuf>,
-    /// Capture TLS plaintext with uprobes on OpenSSL.
+    /// Capture TLS plaintext with uprobes on OpenSSL and Go's crypto/tls.
     pub tls: bool,
     /// Act as if the kernel had rejected the socket capture programs, so
     /// tests can check the fallback to syscall tracepoints on a kernel that
@@ -122,6 +124,7 @@ pub struct Capture {
     ebpf: Ebpf,
     /// TLS plaintext probes, when on and loaded.
     openssl: Option<openssl::OpenSsl>,
+    go_tls: Option<gotls::GoTls>,
     /// Dropped after `ebpf`, once sock_ops is detached.
     propagation: Option<propagate::Propagation>,
 }
@@ -190,7 +193,7 @@ impl Capture {
             .map_max_entries("SCRATCH", possible_cpus())
             .load(EBPF_OBJECT)
             .map_err(CaptureError::Load)?;
-        let mut capture = Self { ebpf, openssl: None, propagation: None };
+        let mut capture = Self { ebpf, openssl: None, go_tls: None, propagation: None };
         for port in &opts.ports {
             capture
                 .port_filter()?
@@ -223,20 +226,27 @@ impl Capture {
             capture.propagation = Some(propagate::attach(&mut capture.ebpf)?);
         }
         if opts.tls {
-            capture.load_openssl();
+            capture.load_tls();
         }
         Ok(capture)
     }
 
     /// TLS capture is an addition: a kernel that refuses uprobes still
     /// gets every plaintext connection traced.
-    fn load_openssl(&mut self) {
+    fn load_tls(&mut self) {
         match openssl::OpenSsl::load(&mut self.ebpf, Path::new("/proc")) {
             Ok(mut probes) => {
                 probes.attach_existing(&mut self.ebpf);
                 self.openssl = Some(probes);
             }
             Err(err) => tracing::warn!(%err, "TLS plaintext capture is off: the OpenSSL probes did not load"),
+        }
+        match gotls::GoTls::load(&mut self.ebpf, Path::new("/proc")) {
+            Ok(mut probes) => {
+                probes.attach_existing(&mut self.ebpf);
+                self.go_tls = Some(probes);
+            }
+            Err(err) => tracing::warn!(%err, "Go TLS plaintext capture is off: the crypto/tls probes did not load"),
         }
     }
 
@@ -245,6 +255,9 @@ impl Capture {
     pub fn scan_for_tls_libraries(&mut self, pid: u32) {
         if let Some(probes) = &mut self.openssl {
             probes.scan_process(&mut self.ebpf, pid);
+        }
+        if let Some(probes) = &mut self.go_tls {
+            probes.scan_executable(&mut self.ebpf, pid);
         }
     }
 
@@ -261,6 +274,9 @@ impl Capture {
     pub fn exec_for_tls(&mut self, pid: u32) {
         if let Some(probes) = &mut self.openssl {
             probes.forget(pid);
+            probes.scan_executable(&mut self.ebpf, pid);
+        }
+        if let Some(probes) = &mut self.go_tls {
             probes.scan_executable(&mut self.ebpf, pid);
         }
     }

@@ -2,6 +2,12 @@
 // GET /client/N calls DOWNSTREAM/leaf/N with net/http's client, whose
 // transport writes the request from a goroutine of its own, on whichever
 // thread runs it; anything else answers "leaf-N".
+//
+// GET /hop/N calls DOWNSTREAM/hop/N instead (the TLS tests' chain).
+//
+// With GO_CHAIN_TLS_CERT and GO_CHAIN_TLS_KEY set it serves HTTPS; an
+// https DOWNSTREAM is verified against the system roots or SSL_CERT_FILE.
+// Both ends negotiate HTTP/2 by ALPN, as net/http does by default.
 package main
 
 import (
@@ -24,11 +30,15 @@ func main() {
 		if len(parts) > 2 {
 			n = parts[2]
 		}
-		if down == "" || parts[1] != "client" {
+		if down == "" || (parts[1] != "client" && parts[1] != "hop") {
 			fmt.Fprintf(w, "leaf-%s", n)
 			return
 		}
-		resp, err := http.Get(down + "/leaf/" + n)
+		next := "/leaf/"
+		if parts[1] == "hop" {
+			next = "/hop/"
+		}
+		resp, err := http.Get(down + next + n)
 		if err != nil {
 			w.WriteHeader(http.StatusBadGateway)
 			fmt.Fprint(w, err)
@@ -38,7 +48,14 @@ func main() {
 		body, _ := io.ReadAll(resp.Body)
 		fmt.Fprintf(w, "%s>%s", n, body)
 	})
-	if err := http.ListenAndServe("127.0.0.1:"+port, nil); err != nil {
+	addr := "127.0.0.1:" + port
+	var err error
+	if cert, key := os.Getenv("GO_CHAIN_TLS_CERT"), os.Getenv("GO_CHAIN_TLS_KEY"); cert != "" {
+		err = http.ListenAndServeTLS(addr, cert, key, nil)
+	} else {
+		err = http.ListenAndServe(addr, nil)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
