@@ -84,17 +84,35 @@ fn reg(ctx: &ProbeContext, index: usize) -> u64 {
     unsafe { *(ctx.regs as *const u64).add(index) }
 }
 
+/// What the socket under a `tls.Conn` is.
+enum Socket {
+    Known(ConnState),
+    /// Closed: Go sets the fd to -1, and the call fails without moving bytes.
+    Closed,
+    Unknown,
+}
+
 /// The connection kspan knows for the socket under `tls_conn`.
 #[inline(always)]
-fn connection(tgid: u32, tls_conn: u64) -> Option<ConnState> {
+fn connection(tgid: u32, tls_conn: u64) -> Socket {
     // SAFETY (all reads): user pointers, read with a faulting-safe helper.
-    let tcp_conn: u64 = unsafe { bpf_probe_read_user((tls_conn + TLS_CONN_NET_CONN_DATA) as *const u64) }.ok()?;
-    let net_fd: u64 = unsafe { bpf_probe_read_user(tcp_conn as *const u64) }.ok()?;
-    let fd: i64 = unsafe { bpf_probe_read_user((net_fd + NETFD_SYSFD) as *const i64) }.ok()?;
-    if !(0..MAX_FD).contains(&fd) {
-        return None;
+    let fd = unsafe {
+        bpf_probe_read_user((tls_conn + TLS_CONN_NET_CONN_DATA) as *const u64)
+            .and_then(|tcp_conn| bpf_probe_read_user(tcp_conn as *const u64))
+            .and_then(|net_fd| bpf_probe_read_user((net_fd + NETFD_SYSFD) as *const i64))
+    };
+    match fd {
+        Ok(-1) => Socket::Closed,
+        Ok(fd) if (0..MAX_FD).contains(&fd) => match socket_conn(tgid, fd as i32) {
+            Some(conn) => Socket::Known(conn),
+            None => Socket::Unknown,
+        },
+        _ => Socket::Unknown,
     }
-    let fd = fd as i32;
+}
+
+#[inline(always)]
+fn socket_conn(tgid: u32, fd: i32) -> Option<ConnState> {
     if setting(&KSPAN_SETTINGS.sock_capture) == 0 {
         return unsafe { CONNS.get(&conn::fd_key(tgid, fd)) }.copied();
     }
@@ -106,9 +124,13 @@ fn connection(tgid: u32, tls_conn: u64) -> Option<ConnState> {
 #[inline(always)]
 fn emit(tls_conn: u64, buf: u64, bytes: u64, enter_ns: u64, direction: Direction) {
     let (pid_tgid, tgid, tid) = crate::current();
-    let Some(conn) = connection(tgid, tls_conn) else {
-        count(Counter::TlsUnattributed);
-        return;
+    let conn = match connection(tgid, tls_conn) {
+        Socket::Known(conn) => conn,
+        Socket::Closed => return,
+        Socket::Unknown => {
+            count(Counter::TlsUnattributed);
+            return;
+        }
     };
     let pending = PendingCall {
         fd: conn.fd,
