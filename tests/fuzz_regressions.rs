@@ -37,13 +37,14 @@ fn hostile() -> Vec<Vec<u8>> {
 
 #[test]
 fn parsers_survive_recorded_crashes_and_hostile_input() {
-    let targets: [(&str, fn(&[u8])); 6] = [
+    let targets: [(&str, fn(&[u8])); 7] = [
         ("http1", fuzzing::http1),
         ("http2", fuzzing::http2),
         ("decode", fuzzing::decode),
         ("postgres", fuzzing::postgres),
         ("redis", fuzzing::redis),
         ("mysql", fuzzing::mysql),
+        ("go_pclntab", fuzzing::go_pclntab),
     ];
     for (target, run) in targets {
         replay(target, run);

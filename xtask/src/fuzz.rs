@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::{run_cmd, setup::EBPF_TOOLCHAIN, workspace_root};
 
-const TARGETS: &[&str] = &["http1", "http2", "decode", "postgres", "redis", "mysql"];
+const TARGETS: &[&str] = &["http1", "http2", "decode", "postgres", "redis", "mysql", "go_pclntab"];
 
 #[derive(clap::Args)]
 pub struct Options {

@@ -1,7 +1,8 @@
 //! Entry points shared by the cargo-fuzz targets (`agent/fuzz`) and the
 //! regression test that replays every crash ever found
 //! (`tests/fuzz_regressions/`). Each drives a parser the way the agent does:
-//! arbitrary bytes, arbitrary syscall boundaries, gaps, both directions.
+//! arbitrary bytes, arbitrary syscall boundaries, gaps, both directions
+//! (and, for `go_pclntab`, arbitrary executables).
 
 use super::{
     db::DbSession,
@@ -84,4 +85,17 @@ pub fn mysql(data: &[u8]) {
 
 pub fn decode(data: &[u8]) {
     let _ = crate::capture::decode::decode(data);
+}
+
+/// A Go executable's pclntab and code, as `capture::gobinary` reads them
+/// from any executable a traced process runs: a tenant's file, read by
+/// root. An odd first byte puts a valid magic in front, so the fuzzer gets
+/// past the header checks at once.
+pub fn go_pclntab(data: &[u8]) {
+    let mut table = Vec::with_capacity(data.len() + 8);
+    if data.first().is_some_and(|b| b & 1 == 1) {
+        table.extend_from_slice(&[0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8]);
+    }
+    table.extend_from_slice(data);
+    crate::capture::gobinary::parse_untrusted(&table);
 }
