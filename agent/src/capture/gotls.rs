@@ -114,7 +114,7 @@ fn attach(ebpf: &mut Ebpf, exe: &Path, functions: &[GoFunction]) -> Result<usize
                 returns += 1;
             }
         }
-        uprobe(ebpf, entry)?.attach(function.entry, exe, UProbeScope::AllProcesses).map_err(attach_error)?;
+        uprobe(ebpf, entry)?.attach(function.entry_probe, exe, UProbeScope::AllProcesses).map_err(attach_error)?;
     }
     Ok(returns)
 }
