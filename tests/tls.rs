@@ -67,6 +67,38 @@ fn hop_server(s: &ReceivedSpan, pid: u32, n: u32) -> bool {
         && s.attr_str("url.path") == Some(format!("/hop/{n}").as_str())
 }
 
+/// `count` requests with a secret query value `query` through curl -> A
+/// -> B (servers `a`, `b`; B's path `/hop/N`): each must be one trace of
+/// four spans (`assert_https_chain`), and nothing else may be made, such as
+/// spans of the handshakes' and records' ciphertext. Returns the spans.
+fn requests_form_https_chains(
+    receiver: &Receiver,
+    kspan: &Kspan,
+    pki: &TempDir,
+    (a, b): (&Server, &Server),
+    count: u32,
+    query: &str,
+) -> Vec<ReceivedSpan> {
+    for n in 1..=count {
+        let body = curl_https(pki, &[&format!("https://127.0.0.1:{}/hop/{n}?{query}=secret", a.port())]);
+        assert_eq!(body, format!("{n}>leaf-{n}"));
+    }
+    let all = 4 * count as usize;
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            (1..=count).all(|n| s.iter().any(|s| hop_server(s, b.pid(), n)) && s.iter().any(|s| hop_server(s, a.pid(), n)))
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    // The clients' spans may trail their servers' by an export batch.
+    let spans = receiver.wait_for(Duration::from_secs(10), |s| s.len() >= all).unwrap_or(spans);
+    for n in 1..=count {
+        assert_https_chain(&spans, a.pid(), b.pid(), b.port(), n, query);
+    }
+    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+    assert_eq!(spans.len(), all, "only the spans of the {count} requests:\n{}", dump());
+    spans
+}
+
 /// curl -> A -> B (listening on `b_port`) for `/hop/{n}?{query}=secret`:
 /// exactly curl's, A's, A's call's and B's spans in one trace, each under
 /// the one before, read as HTTPS, the query value redacted.
@@ -129,26 +161,7 @@ fn https_chain_is_one_trace() {
     let b = https_app(&pki, pb, None);
     let a = https_app(&pki, pa, Some(format!("https://127.0.0.1:{pb}/hop")));
     let kspan = kspan_on_ports(&[pa, pb], &receiver, &[]);
-
-    for n in [1, 2] {
-        let body = curl_https(&pki, &[&format!("https://127.0.0.1:{pa}/hop/{n}?token=secret")]);
-        assert_eq!(body, format!("{n}>leaf-{n}"));
-    }
-    let spans = receiver
-        .wait_for(WAIT, |s| {
-            [1, 2]
-                .iter()
-                .all(|n| s.iter().any(|s| hop_server(s, b.pid(), *n)) && s.iter().any(|s| hop_server(s, a.pid(), *n)))
-        })
-        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
-    // The clients' spans may trail their servers' by an export batch.
-    let spans = receiver.wait_for(Duration::from_secs(10), |s| s.len() >= 8).unwrap_or(spans);
-    for n in [1, 2] {
-        assert_https_chain(&spans, a.pid(), b.pid(), pb, n, "token");
-    }
-    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
-    // Nothing was made of the handshakes' and records' ciphertext.
-    assert_eq!(spans.len(), 8, "only the eight spans of the two requests:\n{}", dump());
+    requests_form_https_chains(&receiver, &kspan, &pki, (&a, &b), 2, "token");
     drop(kspan);
 }
 
@@ -187,27 +200,10 @@ fn node_https_chain_is_one_trace() {
     let line = format!("path=/proc/{}/exe", b.pid());
     assert!(wait_until(WAIT, POLL, || kspan.log().contains(&line)), "node attached at exec:\n{}", kspan.log());
     let a = node_https(&node, &pki, pa, Some(format!("https://127.0.0.1:{pb}/hop")));
-
-    for n in 1..=3 {
-        assert_eq!(curl_https(&pki, &[&format!("https://127.0.0.1:{pa}/hop/{n}?key=secret")]), format!("{n}>leaf-{n}"));
-    }
-    let spans = receiver
-        .wait_for(WAIT, |s| {
-            s.len() >= 12
-                && (1..=3)
-                    .all(|n| s.iter().any(|s| hop_server(s, b.pid(), n)) && s.iter().any(|s| hop_server(s, a.pid(), n)))
-        })
-        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
-    for n in 1..=3 {
-        assert_https_chain(&spans, a.pid(), b.pid(), pb, n, "key");
-    }
-    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
-    assert_eq!(spans.len(), 12, "only the spans of the three requests:\n{}", dump());
+    requests_form_https_chains(&receiver, &kspan, &pki, (&a, &b), 3, "key");
     drop(kspan);
 }
 
-/// Python's asyncio runs its TLS over memory BIOs too (ssl.MemoryBIO):
-/// requests on a kept-alive connection and on a second one.
 /// `tests/peers/go_chain` serving HTTPS with the test PKI, calling
 /// `downstream` (verified against the test CA) when given.
 fn go_https(bin: &std::path::Path, pki: &TempDir, port: u16, downstream: Option<String>) -> Server {
@@ -244,25 +240,10 @@ fn go_https_chain_is_one_trace() {
     assert!(wait_until(WAIT, POLL, || kspan.log().contains(&line)), "go attached at exec:\n{}", kspan.log());
     assert!(kspan.log().contains("Go TLS plaintext probes attached"), "{}", kspan.log());
     let a = go_https(&bin, &pki, pa, Some(format!("https://127.0.0.1:{pb}")));
-
-    for n in 1..=3 {
-        assert_eq!(curl_https(&pki, &[&format!("https://127.0.0.1:{pa}/hop/{n}?key=secret")]), format!("{n}>leaf-{n}"));
-    }
-    let spans = receiver
-        .wait_for(WAIT, |s| {
-            s.len() >= 12
-                && (1..=3)
-                    .all(|n| s.iter().any(|s| hop_server(s, b.pid(), n)) && s.iter().any(|s| hop_server(s, a.pid(), n)))
-        })
-        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
-    for n in 1..=3 {
-        assert_https_chain(&spans, a.pid(), b.pid(), pb, n, "key");
-    }
-    let dump = || spans.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+    let spans = requests_form_https_chains(&receiver, &kspan, &pki, (&a, &b), 3, "key");
     for span in spans.iter().filter(|s| s.resource_str("service.name") == Some("go_chain")) {
         assert_eq!(span.attr_str("network.protocol.version"), Some("2"), "HTTP/2 by ALPN: {}", span.pretty());
     }
-    assert_eq!(spans.len(), 12, "only the spans of the three requests:\n{}", dump());
 
     // At once: A multiplexes its calls as streams of one connection to B,
     // written and read by different goroutines on whichever threads.
@@ -299,6 +280,8 @@ fn go_https_chain_is_one_trace() {
     drop(kspan);
 }
 
+/// Python's asyncio runs its TLS over memory BIOs too (ssl.MemoryBIO):
+/// requests on a kept-alive connection and on a second one.
 #[test]
 fn asyncio_https_server_spans() {
     if !prerequisites() {
