@@ -6,12 +6,12 @@
 
 use std::{collections::HashSet, os::unix::fs::MetadataExt, path::Path, path::PathBuf};
 
-use aya::{
-    Ebpf,
-    programs::{ProgramError, UProbe, uprobe::UProbeScope},
-};
+use aya::{Ebpf, programs::ProgramError};
 
-use super::gobinary::{self, GoBinaryError, GoFunction};
+use super::{
+    gobinary::{self, GoBinaryError, GoFunction},
+    uprobes::{UprobeLinks, uprobe},
+};
 
 /// (function, entry program, program for its RETs if it has one): `Write`
 /// is reported at its entry (see the kernel side).
@@ -40,6 +40,7 @@ pub struct GoTls {
     seen: HashSet<(u64, u64)>,
     attached: usize,
     proc_root: PathBuf,
+    links: UprobeLinks,
 }
 
 impl GoTls {
@@ -47,10 +48,10 @@ impl GoTls {
     pub fn load(ebpf: &mut Ebpf, proc_root: &Path) -> Result<Self, GoTlsError> {
         for &(_, entry, ret) in PROBES {
             for program in [Some(entry), ret].into_iter().flatten() {
-                uprobe(ebpf, program)?.load().map_err(|source| GoTlsError::Program { program, source })?;
+                uprobe(ebpf, program).and_then(|p| p.load()).map_err(|source| GoTlsError::Program { program, source })?;
             }
         }
-        Ok(Self { seen: HashSet::new(), attached: 0, proc_root: proc_root.to_owned() })
+        Ok(Self { seen: HashSet::new(), attached: 0, proc_root: proc_root.to_owned(), links: UprobeLinks::default() })
     }
 
     /// The executables of every running process.
@@ -92,7 +93,7 @@ impl GoTls {
             return;
         }
         self.attached += 1;
-        match attach(ebpf, &exe, &functions) {
+        match attach(ebpf, &mut self.links, &exe, &functions) {
             Ok(returns) => tracing::info!(path = %exe.display(), returns, "Go TLS plaintext probes attached"),
             Err(err) => tracing::warn!(%err, "Go TLS plaintext of this executable will not be captured"),
         }
@@ -101,7 +102,7 @@ impl GoTls {
 
 /// Hooks each function's RETs before its entry, so no call is entered
 /// without its returns being seen; returns how many RETs were hooked.
-fn attach(ebpf: &mut Ebpf, exe: &Path, functions: &[GoFunction]) -> Result<usize, GoTlsError> {
+fn attach(ebpf: &mut Ebpf, links: &mut UprobeLinks, exe: &Path, functions: &[GoFunction]) -> Result<usize, GoTlsError> {
     let attach_error = |source| GoTlsError::Attach { path: exe.display().to_string(), source };
     let mut returns = 0;
     for function in functions {
@@ -110,16 +111,11 @@ fn attach(ebpf: &mut Ebpf, exe: &Path, functions: &[GoFunction]) -> Result<usize
         };
         if let Some(ret) = ret {
             for &offset in &function.returns {
-                uprobe(ebpf, ret)?.attach(offset, exe, UProbeScope::AllProcesses).map_err(attach_error)?;
+                links.attach(ebpf, ret, offset, exe).map_err(attach_error)?;
                 returns += 1;
             }
         }
-        uprobe(ebpf, entry)?.attach(function.entry_probe, exe, UProbeScope::AllProcesses).map_err(attach_error)?;
+        links.attach(ebpf, entry, function.entry_probe, exe).map_err(attach_error)?;
     }
     Ok(returns)
-}
-
-fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut UProbe, GoTlsError> {
-    let found = ebpf.program_mut(program).ok_or(GoTlsError::Program { program, source: ProgramError::NotLoaded })?;
-    found.try_into().map_err(|source| GoTlsError::Program { program, source })
 }

@@ -8,6 +8,7 @@ pub mod gotls;
 pub mod openssl;
 pub mod propagate;
 pub mod tracefs;
+mod uprobes;
 
 use std::path::{Path, PathBuf};
 

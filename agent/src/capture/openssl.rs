@@ -17,10 +17,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::{
-    Ebpf,
-    programs::{ProgramError, UProbe, uprobe::UProbeScope},
-};
+use aya::{Ebpf, programs::ProgramError};
+
+use super::uprobes::{UprobeLinks, uprobe};
 
 /// Entry programs by the function they hook; `SSL_read`/`SSL_write` are
 /// required, the others hooked where present (the `_ex` forms came with
@@ -72,6 +71,7 @@ pub struct OpenSsl {
     executables: HashSet<(u64, u64)>,
     scanned: HashSet<u32>,
     proc_root: PathBuf,
+    links: UprobeLinks,
 }
 
 impl OpenSsl {
@@ -80,13 +80,14 @@ impl OpenSsl {
         let mut programs: Vec<&'static str> = ENTRY_PROBES.iter().map(|(_, program, _)| *program).collect();
         programs.dedup();
         for program in programs.into_iter().chain([RETURN_PROBE]) {
-            uprobe(ebpf, program)?.load().map_err(|source| OpenSslError::Program { program, source })?;
+            uprobe(ebpf, program).and_then(|p| p.load()).map_err(|source| OpenSslError::Program { program, source })?;
         }
         Ok(Self {
             libraries: HashSet::new(),
             executables: HashSet::new(),
             scanned: HashSet::new(),
             proc_root: proc_root.to_owned(),
+            links: UprobeLinks::default(),
         })
     }
 
@@ -177,7 +178,7 @@ impl OpenSsl {
         // Remembered even when it fails: a library without the symbols
         // fails the same way every time.
         self.libraries.insert(id);
-        match attach(ebpf, path, functions) {
+        match attach(ebpf, &mut self.links, path, functions) {
             Ok(hooked) => tracing::info!(path = %path.display(), functions = ?hooked, "TLS plaintext probes attached"),
             Err(err) => tracing::warn!(%err, "TLS plaintext of this library will not be captured"),
         }
@@ -190,7 +191,12 @@ impl OpenSsl {
 /// for each of the fourteen probes, and a process that has just started
 /// (Node.js carries OpenSSL in a 100 MB executable) serves its first
 /// requests while kspan attaches.
-fn attach(ebpf: &mut Ebpf, path: &Path, functions: &[(&'static str, u64)]) -> Result<Vec<&'static str>, OpenSslError> {
+fn attach(
+    ebpf: &mut Ebpf,
+    links: &mut UprobeLinks,
+    path: &Path,
+    functions: &[(&'static str, u64)],
+) -> Result<Vec<&'static str>, OpenSslError> {
     let attach_error = |source| OpenSslError::Attach { path: path.display().to_string(), source };
     let mut hooked = Vec::new();
     for (function, program, required) in ENTRY_PROBES {
@@ -200,16 +206,11 @@ fn attach(ebpf: &mut Ebpf, path: &Path, functions: &[(&'static str, u64)]) -> Re
             }
             continue;
         };
-        uprobe(ebpf, RETURN_PROBE)?.attach(offset, path, UProbeScope::AllProcesses).map_err(attach_error)?;
-        uprobe(ebpf, program)?.attach(offset, path, UProbeScope::AllProcesses).map_err(attach_error)?;
+        links.attach(ebpf, RETURN_PROBE, offset, path).map_err(attach_error)?;
+        links.attach(ebpf, program, offset, path).map_err(attach_error)?;
         hooked.push(*function);
     }
     Ok(hooked)
-}
-
-fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut UProbe, OpenSslError> {
-    let found = ebpf.program_mut(program).ok_or(OpenSslError::Program { program, source: ProgramError::NotLoaded })?;
-    found.try_into().map_err(|source| OpenSslError::Program { program, source })
 }
 
 /// The hooked functions the ELF file at `path` defines in its dynamic
