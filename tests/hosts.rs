@@ -61,7 +61,12 @@ fn kspan_on(ns: &Netns, receiver: &Receiver, propagate: bool) -> Kspan {
     if propagate {
         args.extend(["--propagate", "headers"]);
     }
-    Kspan::exporting_to(receiver, &args)
+    let kspan = Kspan::exporting_to(receiver, &args);
+    // Propagation adds code to the socket programs: were they too big for
+    // the verifier, kspan would fall back to the syscall path, and only be
+    // slower for it (as it was, unnoticed, for a while).
+    assert!(!kspan.log().contains("socket capture programs did not load"), "{}", kspan.log());
+    kspan
 }
 
 /// nginx on host A, port 8081, its configuration and temp files in `dir`.
@@ -123,6 +128,69 @@ fn propagation_joins_hosts_into_one_trace() {
         assert_eq!(s.trace_id, curl.trace_id, "one trace across hosts");
     }
     assert_eq!(b_server.attr_str("network.peer.address"), Some(A_ADDR));
+}
+
+/// Go runs each request on a goroutine that any thread may run, so a
+/// thread's last incoming request says nothing about the call it sends
+/// next. Under concurrency, what host A injects must never put host B's
+/// span into another request's trace.
+#[test]
+fn go_calls_across_hosts_never_join_another_requests_trace() {
+    if !(prerequisites() && require_cmd("go").is_some()) {
+        return;
+    }
+    let build = TempDir::new().unwrap();
+    let bin = build_go_chain(&build, &[]);
+    let hosts = Hosts::create().expect("network namespaces");
+    let receiver = Receiver::start().expect("receiver");
+    let go = |ns: &Netns, args: &[&str]| {
+        let mut cmd = ns.exec(&bin.to_string_lossy());
+        cmd.args(args).env("BIND", "0.0.0.0");
+        Server::spawn(cmd, 8080).unwrap_or_else(|e| panic!("go_chain in {}: {e}", ns.name()))
+    };
+    let b = go(&hosts.b, &["8080"]);
+    let a = go(&hosts.a, &["8080", &format!("http://{B_ADDR}:8080")]);
+    let ka = kspan_on(&hosts.a, &receiver, true);
+    let kb = kspan_on(&hosts.b, &receiver, true);
+    let parallel = 24;
+    let curls: Vec<_> = (0..parallel)
+        .map(|i| {
+            hosts.a.exec("curl")
+                .args(["-sS", "--max-time", "20", &format!("http://127.0.0.1:8080/client/c{i}")])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("curl runs")
+        })
+        .collect();
+    for (i, curl) in curls.into_iter().enumerate() {
+        let out = curl.wait_with_output().expect("curl finishes");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("c{i}>leaf-c{i}"));
+    }
+    let server_of = |s: &ReceivedSpan, pid: u32, path: &str| {
+        s.kind == "SERVER" && s.resource_i64("process.pid") == Some(i64::from(pid)) && s.attr_str("url.path") == Some(path)
+    };
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            (0..parallel).all(|i| {
+                s.iter().any(|s| server_of(s, a.pid(), &format!("/client/c{i}")))
+                    && s.iter().any(|s| server_of(s, b.pid(), &format!("/leaf/c{i}")))
+            })
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan A:\n{}\nkspan B:\n{}", ka.log(), kb.log()));
+    for i in 0..parallel {
+        let b_server = spans.iter().find(|s| server_of(s, b.pid(), &format!("/leaf/c{i}"))).expect("waited for");
+        // B's span may start a trace of its own, never join another's.
+        for a_server in spans.iter().filter(|s| s.kind == "SERVER" && s.trace_id == b_server.trace_id) {
+            assert!(
+                a_server.attr_str("url.path") == Some(format!("/client/c{i}").as_str())
+                    || a_server.resource_i64("process.pid") == Some(i64::from(b.pid())),
+                "{} is in the trace of {}",
+                b_server.pretty(),
+                a_server.pretty()
+            );
+        }
+    }
+    drop((ka, kb, a, b));
 }
 
 #[test]

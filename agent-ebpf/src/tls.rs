@@ -74,6 +74,21 @@ impl SslConn {
     const NONE: SslConn = SslConn { conn_id: 0, fd: -1, role: 0, _pad: [0; 3] };
 }
 
+/// A thread's last socket read outside TLS calls: its connection, and the
+/// buffer and call it read with, for `bio_bind` to look at.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BioRead {
+    pub conn: SslConn,
+    pub buf: u64,
+    pub call: u8,
+    pub _pad: [u8; 7],
+}
+
+impl BioRead {
+    const NONE: BioRead = BioRead { conn: SslConn::NONE, buf: 0, call: 0, _pad: [0; 7] };
+}
+
 /// Calls in flight, by pid_tgid. Removed at return and at thread exit.
 #[map]
 pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(16384, 0);
@@ -82,13 +97,12 @@ pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(16384, 0
 #[map]
 pub static SSL_CONNS: LruHashMap<SslKey, SslConn> = LruHashMap::with_max_entries(65536, 0);
 
-/// Threads that made a TLS call, by pid_tgid: the connection of the
-/// thread's last socket read outside a call if that read began with a TLS
-/// record and no read or handshake call has taken it yet, else
-/// `SslConn::NONE`. Only memory-BIO libraries read their records outside
+/// Threads that made a TLS call, by pid_tgid: the thread's last socket
+/// read outside a call, until a read or handshake call takes it, else
+/// `BioRead::NONE`. Only memory-BIO libraries read their records outside
 /// the calls.
 #[map]
-static BIO_THREADS: LruHashMap<u64, SslConn> = LruHashMap::with_max_entries(4096, 0);
+static BIO_THREADS: LruHashMap<u64, BioRead> = LruHashMap::with_max_entries(4096, 0);
 
 /// Set once a traced process has made a TLS call, so the socket programs
 /// look `TLS_CALLS` up only where there can be something in it: a traced
@@ -139,8 +153,12 @@ fn try_enter(ctx: &ProbeContext, direction: u8, ex: bool) -> Result<(), i32> {
 /// Socket I/O by the current thread (`pending`, its bytes already moved):
 /// when a TLS call is in flight on it, the call takes the connection and
 /// the bytes (ciphertext) are not reported. On a thread that makes TLS
-/// calls, a read outside them is remembered for the next call when it
-/// starts a TLS record (`bio_bind`). `role` is asked only when needed.
+/// calls, a read outside them is remembered for the next call
+/// (`bio_bind`). `role` is asked only when needed. Whether the read began
+/// a TLS record is left for that call to check: reading user memory here,
+/// in the socket programs, made `sock_recv_length` with `--propagate
+/// headers` on too big for the verifier (E2BIG), and kspan fell back to the
+/// syscall path.
 #[inline(always)]
 pub fn claim(pid_tgid: u64, pending: &PendingCall, ingress: bool, role: impl FnOnce() -> u8) -> bool {
     if !tls_seen() {
@@ -156,28 +174,24 @@ pub fn claim(pid_tgid: u64, pending: &PendingCall, ingress: bool, role: impl FnO
         return true;
     }
     if ingress && let Some(thread) = BIO_THREADS.get_ptr_mut(&pid_tgid) {
-        let read = if starts_tls_record(pending) {
-            SslConn { conn_id: pending.conn_id, fd: pending.fd, role: role(), _pad: [0; 3] }
-        } else {
-            SslConn::NONE
-        };
+        let conn = SslConn { conn_id: pending.conn_id, fd: pending.fd, role: role(), _pad: [0; 3] };
         // SAFETY: this thread's entry; only this thread writes it.
-        unsafe { *thread = read };
+        unsafe { *thread = BioRead { conn, buf: pending.ptr, call: pending.call, _pad: [0; 7] } };
     }
     false
 }
 
-/// Whether the bytes a read just delivered begin with a TLS record header:
-/// content type 20..=23 (change_cipher_spec, alert, handshake,
+/// Whether the bytes a read delivered into `buf` begin with a TLS record
+/// header: content type 20..=23 (change_cipher_spec, alert, handshake,
 /// application_data) and version 3.x. Plain protocols do not begin so.
 #[inline(always)]
-fn starts_tls_record(pending: &PendingCall) -> bool {
+fn starts_tls_record(buf: u64, call: u8) -> bool {
     // SAFETY (all reads): user pointers, read with a faulting-safe helper;
     // an iovec's base is its first field.
-    let first = match Call::from_u8(pending.call) {
-        Some(Call::Read | Call::Recvfrom) => Some(pending.ptr),
-        Some(Call::Readv) => unsafe { bpf_probe_read_user(pending.ptr as *const u64) }.ok(),
-        Some(Call::Recvmsg) => unsafe { bpf_probe_read_user((pending.ptr + capture::MSGHDR_IOV) as *const u64) }
+    let first = match Call::from_u8(call) {
+        Some(Call::Read | Call::Recvfrom) => Some(buf),
+        Some(Call::Readv) => unsafe { bpf_probe_read_user(buf as *const u64) }.ok(),
+        Some(Call::Recvmsg) => unsafe { bpf_probe_read_user((buf + capture::MSGHDR_IOV) as *const u64) }
             .ok()
             .and_then(|iov| unsafe { bpf_probe_read_user(iov as *const u64) }.ok()),
         _ => None,
@@ -189,22 +203,23 @@ fn starts_tls_record(pending: &PendingCall) -> bool {
 }
 
 /// A call is entering on this thread: from now on the thread's socket
-/// reads outside calls are watched for TLS records (see `claim`). If the
-/// thread has just read one, a read or handshake call takes it (its `SSL`
-/// is tied to that connection, and the record to no other call); a write
-/// is tied to it only when its `SSL` was never seen, as when Node.js
+/// reads outside calls are remembered (see `claim`). If the thread's last
+/// one began a TLS record (its buffer still holds it: the event loop
+/// decrypts what it has just read), a read or handshake call takes it (its
+/// `SSL` is tied to that connection, and the record to no other call); a
+/// write is tied to it only when its `SSL` was never seen, as when Node.js
 /// flushes a client's first request from the call that completes the
 /// handshake. Done at entry, not return, to keep the return program,
 /// which copies the bytes, small enough for older verifiers (6.1).
 #[inline(always)]
 fn bio_bind(pid_tgid: u64, tgid: u32, ssl: u64, direction: u8) {
     let Some(thread) = BIO_THREADS.get_ptr_mut(&pid_tgid) else {
-        let _ = BIO_THREADS.insert(&pid_tgid, &SslConn::NONE, 0);
+        let _ = BIO_THREADS.insert(&pid_tgid, &BioRead::NONE, 0);
         return;
     };
     // SAFETY: this thread's entry; only this thread writes it.
     let read = unsafe { *thread };
-    if read.conn_id == 0 {
+    if read.conn.conn_id == 0 {
         return;
     }
     let key = SslKey { ssl, tgid, _pad: 0 };
@@ -214,9 +229,11 @@ fn bio_bind(pid_tgid: u64, tgid: u32, ssl: u64, direction: u8) {
         }
     } else {
         // SAFETY: as above.
-        unsafe { *thread = SslConn::NONE };
+        unsafe { *thread = BioRead::NONE };
     }
-    let _ = SSL_CONNS.insert(&key, &read, 0);
+    if starts_tls_record(read.buf, read.call) {
+        let _ = SSL_CONNS.insert(&key, &read.conn, 0);
+    }
 }
 
 /// A thread died: a call it was inside never returns.

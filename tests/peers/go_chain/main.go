@@ -3,7 +3,8 @@
 // transport writes the request from a goroutine of its own, on whichever
 // thread runs it; anything else answers "leaf-N".
 //
-// GET /hop/N calls DOWNSTREAM/hop/N instead (the TLS tests' chain).
+// GET /hop/N calls DOWNSTREAM/hop/N instead (the TLS tests' chain). It
+// listens on 127.0.0.1, or on $BIND.
 //
 // With GO_CHAIN_TLS_CERT and GO_CHAIN_TLS_KEY set it serves HTTPS; an
 // https DOWNSTREAM is verified against the system roots or SSL_CERT_FILE.
@@ -48,7 +49,11 @@ func main() {
 		body, _ := io.ReadAll(resp.Body)
 		fmt.Fprintf(w, "%s>%s", n, body)
 	})
-	addr := "127.0.0.1:" + port
+	host := os.Getenv("BIND")
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	addr := host + ":" + port
 	var err error
 	if cert, key := os.Getenv("GO_CHAIN_TLS_CERT"), os.Getenv("GO_CHAIN_TLS_KEY"); cert != "" {
 		err = http.ListenAndServeTLS(addr, cert, key, nil)
