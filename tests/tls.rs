@@ -244,6 +244,14 @@ fn go_https_chain_is_one_trace() {
     for span in spans.iter().filter(|s| s.resource_str("service.name") == Some("go_chain")) {
         assert_eq!(span.attr_str("network.protocol.version"), Some("2"), "HTTP/2 by ALPN: {}", span.pretty());
     }
+    // HTTP/1.1 over the same crypto/tls, where the client asks for it.
+    assert_eq!(curl_https(&pki, &["--http1.1", &format!("https://127.0.0.1:{pa}/hop/50")]), "50>leaf-50");
+    let spans = receiver
+        .wait_for(WAIT, |s| s.iter().any(|s| hop_server(s, a.pid(), 50)))
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let h1 = spans.iter().find(|s| hop_server(s, a.pid(), 50)).expect("waited for");
+    assert_eq!(h1.attr_str("network.protocol.version"), Some("1.1"), "{}", h1.pretty());
+    assert_eq!(h1.attr_str("url.scheme"), Some("https"), "{}", h1.pretty());
 
     // At once: A multiplexes its calls as streams of one connection to B,
     // written and read by different goroutines on whichever threads.
