@@ -8,8 +8,9 @@
 //!   goroutine.
 //! - No uretprobes: they replace the return address on the stack, and the
 //!   Go runtime copies stacks when it grows them and walks them for the GC
-//!   and for panics. User space therefore finds `Read`'s RET instructions
-//!   and puts a plain uprobe on every one of them.
+//!   and for panics. `Read`'s bytes are taken where it copies them out of
+//!   the decrypted record (its call to memmove, found by user space), or,
+//!   failing that, at each of its RET instructions.
 //! - A goroutine can stall between its syscall and its RET (on leaving the
 //!   syscall it may have to wait for a free P). A write reported at its RET
 //!   could then come after the peer has read it, answered and closed the
@@ -202,5 +203,28 @@ pub fn go_tls_read(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
     let _ = try_read_return(&ctx);
+    0
+}
+
+/// At `(*Conn).Read`'s call to `runtime.memmove(dst, src, n)` (RAX, RBX,
+/// RCX), which copies the decrypted bytes out to the caller: they are
+/// read from `src`, before the copy, with no RET probe needed.
+fn try_read_copy(ctx: &ProbeContext) -> Result<(), i32> {
+    let (_, tgid, _) = crate::current();
+    let key = GoReadKey { goroutine: reg(ctx, REG_R14), tgid, _pad: 0 };
+    let Some(read) = (unsafe { GO_TLS_READS.get(&key) }).copied() else {
+        return Ok(());
+    };
+    let _ = GO_TLS_READS.remove(&key);
+    let bytes = reg(ctx, REG_RCX);
+    if bytes > 0 && bytes <= i64::MAX as u64 {
+        emit(read.tls_conn, reg(ctx, REG_RBX), bytes, read.enter_ns, Direction::Ingress);
+    }
+    Ok(())
+}
+
+#[uprobe]
+pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
+    let _ = try_read_copy(&ctx);
     0
 }

@@ -42,6 +42,10 @@ pub struct GoFunction {
     pub entry_probe: u64,
     /// File offsets of its RET instructions.
     pub returns: Vec<u64>,
+    /// Its direct calls: (file offset of the CALL, address called).
+    pub calls: Vec<(u64, u64)>,
+    /// Its address (as linked).
+    pub address: u64,
 }
 
 /// The functions of `names` the x86_64 Go executable at `path` defines, in
@@ -70,7 +74,8 @@ pub fn find_functions(path: &Path, names: &[&'static str]) -> Result<Vec<GoFunct
         let mut code = vec![0; len.min(MAX_FUNCTION_BYTES) as usize];
         file.read_exact_at(&mut code, entry)?;
         let entry_probe = entry + after_stack_check(&code, start);
-        found.push(GoFunction { name, entry, entry_probe, returns: return_offsets(&code, start, entry) });
+        let (returns, calls) = returns_and_calls(&code, start, entry);
+        found.push(GoFunction { name, entry, entry_probe, returns, calls, address: start });
     }
     found.sort_by_key(|f| names.iter().position(|n| *n == f.name));
     Ok(found)
@@ -81,7 +86,7 @@ pub fn find_functions(path: &Path, names: &[&'static str]) -> Result<Vec<GoFunct
 #[doc(hidden)]
 pub fn parse_untrusted(data: &[u8]) {
     let _ = function_ranges(data, 0x40_1000, &["crypto/tls.(*Conn).Read", "main.main"]);
-    let _ = return_offsets(data, 0x40_1000, 0x1000);
+    let _ = returns_and_calls(data, 0x40_1000, 0x1000);
 }
 
 /// (name, start, end) addresses of each function of `names` in `table`.
@@ -142,7 +147,8 @@ fn function_ranges(
 /// its first instruction). Measured on this VM, 200k TLS writes and reads
 /// of one byte over a pipe cost 2.3 µs a pair untraced, 65 µs with the
 /// entries probed on their first instruction, 30 µs on the `jbe`, and
-/// 4.6 µs without the RET probes (which single-step: RET is not emulated).
+/// 5.5 µs once `Read`'s RETs (single-stepped: RET is not emulated) gave way
+/// to its call to memmove (see `gotls`).
 fn after_stack_check(code: &[u8], address: u64) -> u64 {
     use iced_x86::Register;
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
@@ -159,15 +165,22 @@ fn after_stack_check(code: &[u8], address: u64) -> u64 {
 }
 
 /// File offsets of the RET instructions in `code`, which starts at
-/// `address` and file offset `entry`. Decoded, not scanned for 0xc3: that
-/// byte also occurs inside other instructions, and a uprobe placed there
-/// would corrupt the code.
-fn return_offsets(code: &[u8], address: u64, entry: u64) -> Vec<u64> {
-    Decoder::with_ip(64, code, address, DecoderOptions::NONE)
-        .into_iter()
-        .filter(|instruction| instruction.mnemonic() == Mnemonic::Ret)
-        .map(|instruction| entry + (instruction.ip() - address))
-        .collect()
+/// `address` and file offset `entry`, and its direct calls (file offset,
+/// target). Decoded, not scanned for 0xc3: that byte also occurs inside
+/// other instructions, and a uprobe placed there would corrupt the code.
+fn returns_and_calls(code: &[u8], address: u64, entry: u64) -> (Vec<u64>, Vec<(u64, u64)>) {
+    let (mut returns, mut calls) = (Vec::new(), Vec::new());
+    for instruction in Decoder::with_ip(64, code, address, DecoderOptions::NONE) {
+        let offset = entry + (instruction.ip() - address);
+        match instruction.mnemonic() {
+            Mnemonic::Ret => returns.push(offset),
+            Mnemonic::Call if instruction.op0_kind() == iced_x86::OpKind::NearBranch64 => {
+                calls.push((offset, instruction.near_branch_target()));
+            }
+            _ => {}
+        }
+    }
+    (returns, calls)
 }
 
 #[cfg(test)]
@@ -189,9 +202,12 @@ mod tests {
 
     #[test]
     fn rets_are_found_by_decoding_not_by_byte() {
-        // mov ebx, eax (89 c3: a c3 inside an instruction); ret; int3; ret
-        let code = [0x89, 0xc3, 0xc3, 0xcc, 0xc3];
-        assert_eq!(return_offsets(&code, 0x401000, 0x1000), vec![0x1002, 0x1004]);
+        // mov ebx, eax (89 c3: a c3 inside an instruction); ret; int3; ret;
+        // call +0x10 (e8 10 00 00 00), from 0x401005 to 0x40101a
+        let code = [0x89, 0xc3, 0xc3, 0xcc, 0xc3, 0xe8, 0x10, 0, 0, 0];
+        let (returns, calls) = returns_and_calls(&code, 0x401000, 0x1000);
+        assert_eq!(returns, vec![0x1002, 0x1004]);
+        assert_eq!(calls, vec![(0x1005, 0x40101a)]);
     }
 
     /// Debian's Go toolchain is itself a stripped Go program that links
@@ -203,9 +219,13 @@ mod tests {
             eprintln!("skipped: no /usr/bin/go");
             return;
         };
-        let names = ["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write"];
+        let names = ["crypto/tls.(*Conn).Read", "crypto/tls.(*Conn).Write", "runtime.memmove"];
         let found = find_functions(&go, &names).expect("a Go executable");
         assert_eq!(found.iter().map(|f| f.name).collect::<Vec<_>>(), names);
+        // Read copies the plaintext out with one call to memmove (see gotls).
+        let memmove = found[2].address;
+        assert_eq!(found[0].calls.iter().filter(|(_, to)| *to == memmove).count(), 1, "{:x?}", found[0].calls);
+        let found = &found[..2];
         let file = File::open(&go).expect("readable");
         for function in found {
             let mut prologue = [0; 8];
@@ -223,7 +243,7 @@ mod tests {
             assert!(branch[0] == 0x76 || branch == [0x0f, 0x86], "{}: {branch:02x?}", function.name);
             assert!(function.entry_probe - function.entry <= 12, "{}", function.name);
             assert!(!function.returns.is_empty(), "{}: no RET found", function.name);
-            for ret in function.returns {
+            for &ret in &function.returns {
                 let mut byte = [0];
                 file.read_exact_at(&mut byte, ret).expect("RET inside the file");
                 assert_eq!(byte, [0xc3], "{} at {ret:#x}", function.name);

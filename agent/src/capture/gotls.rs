@@ -13,14 +13,13 @@ use super::{
     uprobes::{UprobeLinks, uprobe},
 };
 
-/// (function, entry program, program for its RETs if it has one): `Write`
-/// is reported at its entry (see the kernel side).
-const PROBES: &[(&str, &str, Option<&str>)] = &[
-    ("crypto/tls.(*Conn).Read", "go_tls_read", Some("go_tls_read_return")),
-    ("crypto/tls.(*Conn).Write", "go_tls_write", None),
-];
-/// Executables attached at most; each holds a perf event per entry and per
-/// RET of `Read` (about ten).
+const READ: &str = "crypto/tls.(*Conn).Read";
+const WRITE: &str = "crypto/tls.(*Conn).Write";
+/// What `Read` copies its plaintext out with (`bytes.Reader.Read`, inlined).
+const MEMMOVE: &str = "runtime.memmove";
+const PROGRAMS: [&str; 4] = ["go_tls_read", "go_tls_read_copy", "go_tls_read_return", "go_tls_write"];
+/// Executables attached at most; each holds a perf event per probe (three,
+/// or about ten where `Read`'s RETs are probed).
 const MAX_EXECUTABLES: usize = 256;
 /// Executables remembered as looked into; past it the memory starts over.
 const MAX_SEEN: usize = 65536;
@@ -46,10 +45,8 @@ pub struct GoTls {
 impl GoTls {
     /// Loads the programs (attaching nothing yet).
     pub fn load(ebpf: &mut Ebpf, proc_root: &Path) -> Result<Self, GoTlsError> {
-        for &(_, entry, ret) in PROBES {
-            for program in [Some(entry), ret].into_iter().flatten() {
-                uprobe(ebpf, program).and_then(|p| p.load()).map_err(|source| GoTlsError::Program { program, source })?;
-            }
+        for program in PROGRAMS {
+            uprobe(ebpf, program).and_then(|p| p.load()).map_err(|source| GoTlsError::Program { program, source })?;
         }
         Ok(Self { seen: HashSet::new(), attached: 0, proc_root: proc_root.to_owned(), links: UprobeLinks::default() })
     }
@@ -74,8 +71,7 @@ impl GoTls {
         if !self.seen.insert((meta.dev(), meta.ino())) {
             return;
         }
-        let names: Vec<&'static str> = PROBES.iter().map(|(function, _, _)| *function).collect();
-        let functions = match gobinary::find_functions(&exe, &names) {
+        let functions = match gobinary::find_functions(&exe, &[READ, WRITE, MEMMOVE]) {
             Ok(functions) => functions,
             Err(GoBinaryError::NotGo) => return,
             Err(source) => {
@@ -84,38 +80,52 @@ impl GoTls {
                 return;
             }
         };
-        if functions.len() < PROBES.len() {
+        let find = |name| functions.iter().find(|f| f.name == name);
+        let (Some(read), Some(write)) = (find(READ), find(WRITE)) else {
             // A Go program without crypto/tls: nothing to capture.
             return;
-        }
+        };
         if self.attached >= MAX_EXECUTABLES {
             tracing::warn!(path = %exe.display(), "not attaching Go TLS probes: {MAX_EXECUTABLES} executables already are");
             return;
         }
         self.attached += 1;
-        match attach(ebpf, &mut self.links, &exe, &functions) {
-            Ok(returns) => tracing::info!(path = %exe.display(), returns, "Go TLS plaintext probes attached"),
+        let memmove = find(MEMMOVE).map(|f| f.address);
+        match attach(ebpf, &mut self.links, &exe, read, write, memmove) {
+            Ok(read_exit) => tracing::info!(path = %exe.display(), read_exit, "Go TLS plaintext probes attached"),
             Err(err) => tracing::warn!(%err, "Go TLS plaintext of this executable will not be captured"),
         }
     }
 }
 
-/// Hooks each function's RETs before its entry, so no call is entered
-/// without its returns being seen; returns how many RETs were hooked.
-fn attach(ebpf: &mut Ebpf, links: &mut UprobeLinks, exe: &Path, functions: &[GoFunction]) -> Result<usize, GoTlsError> {
+/// Hooks `Write`'s entry, and `Read`'s entry after where its bytes are
+/// taken, so no read is entered without its end being seen. `Read`'s bytes
+/// are taken at its one call to memmove, which copies them out of the
+/// decrypted record: the kernel emulates a CALL, so the probe costs little.
+/// Where that call is not found (another Go version may compile `Read`
+/// otherwise), at each of its RETs, which the kernel single-steps, several
+/// times dearer. Returns which of the two it was.
+fn attach(
+    ebpf: &mut Ebpf,
+    links: &mut UprobeLinks,
+    exe: &Path,
+    read: &GoFunction,
+    write: &GoFunction,
+    memmove: Option<u64>,
+) -> Result<&'static str, GoTlsError> {
     let attach_error = |source| GoTlsError::Attach { path: exe.display().to_string(), source };
-    let mut returns = 0;
-    for function in functions {
-        let Some(&(_, entry, ret)) = PROBES.iter().find(|(name, _, _)| *name == function.name) else {
-            continue;
-        };
-        if let Some(ret) = ret {
-            for &offset in &function.returns {
-                links.attach(ebpf, ret, offset, exe).map_err(attach_error)?;
-                returns += 1;
-            }
+    let copies: Vec<u64> =
+        read.calls.iter().filter(|(_, to)| Some(*to) == memmove).map(|(offset, _)| *offset).collect();
+    let read_exit = if let [copy] = copies[..] {
+        links.attach(ebpf, "go_tls_read_copy", copy, exe).map_err(attach_error)?;
+        "memmove"
+    } else {
+        for &offset in &read.returns {
+            links.attach(ebpf, "go_tls_read_return", offset, exe).map_err(attach_error)?;
         }
-        links.attach(ebpf, entry, function.entry_probe, exe).map_err(attach_error)?;
-    }
-    Ok(returns)
+        "returns"
+    };
+    links.attach(ebpf, "go_tls_read", read.entry_probe, exe).map_err(attach_error)?;
+    links.attach(ebpf, "go_tls_write", write.entry_probe, exe).map_err(attach_error)?;
+    Ok(read_exit)
 }
