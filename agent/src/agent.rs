@@ -90,6 +90,8 @@ impl Agent {
             propagate_netns: config.netns.clone(),
             simulate_socket_hook_rejection: std::env::var_os("KSPAN_SIMULATE_SOCKET_HOOK_REJECTION")
                 .is_some_and(|v| v == "1"),
+            simulate_go_read_without_memmove: std::env::var_os("KSPAN_SIMULATE_GO_READ_WITHOUT_MEMMOVE")
+                .is_some_and(|v| v == "1"),
         };
         let mut capture = Capture::load(&opts).context("loading the kernel programs")?;
         let events = capture.take_events()?;

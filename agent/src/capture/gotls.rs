@@ -40,15 +40,23 @@ pub struct GoTls {
     attached: usize,
     proc_root: PathBuf,
     links: UprobeLinks,
+    /// Probe `Read`'s RETs even where its memmove call is found (tests).
+    read_returns_only: bool,
 }
 
 impl GoTls {
     /// Loads the programs (attaching nothing yet).
-    pub fn load(ebpf: &mut Ebpf, proc_root: &Path) -> Result<Self, GoTlsError> {
+    pub fn load(ebpf: &mut Ebpf, proc_root: &Path, read_returns_only: bool) -> Result<Self, GoTlsError> {
         for program in PROGRAMS {
             uprobe(ebpf, program).and_then(|p| p.load()).map_err(|source| GoTlsError::Program { program, source })?;
         }
-        Ok(Self { seen: HashSet::new(), attached: 0, proc_root: proc_root.to_owned(), links: UprobeLinks::default() })
+        Ok(Self {
+            seen: HashSet::new(),
+            attached: 0,
+            proc_root: proc_root.to_owned(),
+            links: UprobeLinks::default(),
+            read_returns_only,
+        })
     }
 
     /// The executables of every running process.
@@ -90,7 +98,7 @@ impl GoTls {
             return;
         }
         self.attached += 1;
-        let memmove = find(MEMMOVE).map(|f| f.address);
+        let memmove = find(MEMMOVE).map(|f| f.address).filter(|_| !self.read_returns_only);
         match attach(ebpf, &mut self.links, &exe, read, write, memmove) {
             Ok(read_exit) => tracing::info!(path = %exe.display(), read_exit, "Go TLS plaintext probes attached"),
             Err(err) => tracing::warn!(%err, "Go TLS plaintext of this executable will not be captured"),

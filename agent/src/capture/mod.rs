@@ -119,6 +119,10 @@ pub struct CaptureOptions {
     /// tests can check the fallback to syscall tracepoints on a kernel that
     /// accepts them (`KSPAN_SIMULATE_SOCKET_HOOK_REJECTION=1`).
     pub simulate_socket_hook_rejection: bool,
+    /// Act as if Go's `(*Conn).Read` had no call to memmove to probe, so
+    /// tests can check the RET probes that stand in for it
+    /// (`KSPAN_SIMULATE_GO_READ_WITHOUT_MEMMOVE=1`).
+    pub simulate_go_read_without_memmove: bool,
 }
 
 pub struct Capture {
@@ -227,14 +231,14 @@ impl Capture {
             capture.propagation = Some(propagate::attach(&mut capture.ebpf)?);
         }
         if opts.tls {
-            capture.load_tls();
+            capture.load_tls(opts.simulate_go_read_without_memmove);
         }
         Ok(capture)
     }
 
     /// TLS capture is an addition: a kernel that refuses uprobes still
     /// gets every plaintext connection traced.
-    fn load_tls(&mut self) {
+    fn load_tls(&mut self, go_read_without_memmove: bool) {
         match openssl::OpenSsl::load(&mut self.ebpf, Path::new("/proc")) {
             Ok(mut probes) => {
                 probes.attach_existing(&mut self.ebpf);
@@ -242,7 +246,7 @@ impl Capture {
             }
             Err(err) => tracing::warn!(%err, "TLS plaintext capture is off: the OpenSSL probes did not load"),
         }
-        match gotls::GoTls::load(&mut self.ebpf, Path::new("/proc")) {
+        match gotls::GoTls::load(&mut self.ebpf, Path::new("/proc"), go_read_without_memmove) {
             Ok(mut probes) => {
                 probes.attach_existing(&mut self.ebpf);
                 self.go_tls = Some(probes);
