@@ -173,13 +173,20 @@ fn try_read(ctx: &ProbeContext) -> Result<(), i32> {
     GO_TLS_READS.insert(&key, &read, 0).map_err(|e| e as i32)
 }
 
-fn try_read_return(ctx: &ProbeContext) -> Result<(), i32> {
+/// The read this goroutine entered, taken out of the table.
+#[inline(always)]
+fn take_read(ctx: &ProbeContext) -> Option<GoRead> {
     let (_, tgid, _) = crate::current();
     let key = GoReadKey { goroutine: reg(ctx, REG_R14), tgid, _pad: 0 };
-    let Some(read) = (unsafe { GO_TLS_READS.get(&key) }).copied() else {
+    let read = (unsafe { GO_TLS_READS.get(&key) }).copied()?;
+    let _ = GO_TLS_READS.remove(&key);
+    Some(read)
+}
+
+fn try_read_return(ctx: &ProbeContext) -> Result<(), i32> {
+    let Some(read) = take_read(ctx) else {
         return Ok(());
     };
-    let _ = GO_TLS_READS.remove(&key);
     let bytes = reg(ctx, REG_RAX) as i64;
     if bytes > 0 {
         emit(read.tls_conn, read.buf, bytes as u64, read.enter_ns, Direction::Ingress);
@@ -210,12 +217,9 @@ pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
 /// RCX), which copies the decrypted bytes out to the caller: they are
 /// read from `src`, before the copy, with no RET probe needed.
 fn try_read_copy(ctx: &ProbeContext) -> Result<(), i32> {
-    let (_, tgid, _) = crate::current();
-    let key = GoReadKey { goroutine: reg(ctx, REG_R14), tgid, _pad: 0 };
-    let Some(read) = (unsafe { GO_TLS_READS.get(&key) }).copied() else {
+    let Some(read) = take_read(ctx) else {
         return Ok(());
     };
-    let _ = GO_TLS_READS.remove(&key);
     let bytes = reg(ctx, REG_RCX);
     if bytes > 0 && bytes <= i64::MAX as u64 {
         emit(read.tls_conn, reg(ctx, REG_RBX), bytes, read.enter_ns, Direction::Ingress);
