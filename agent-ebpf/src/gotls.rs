@@ -2,7 +2,7 @@
 //! `(*Conn).Read` and `(*Conn).Write` copy the application's bytes into the
 //! same records the socket path makes, marked `Source::Tls`.
 //!
-//! Go needs its own programs, for three reasons:
+//! Go needs its own programs, for four reasons:
 //! - Its register ABI: the receiver and the slice come in RAX, RBX and RCX,
 //!   the byte count goes back in RAX, and R14 always holds the running
 //!   goroutine.
@@ -15,10 +15,10 @@
 //!   syscall it may have to wait for a free P). A write reported at its RET
 //!   could then come after the peer has read it, answered and closed the
 //!   connection. So `Write` is reported at its entry, where its bytes are
-//!   already final (it writes them all or fails), and only `Read`, whose
-//!   bytes exist only at its return, needs RET probes. A read cannot come
-//!   late in the same way: nothing on its connection happens in answer to
-//!   it before the goroutine has returned with the bytes.
+//!   already final (it writes them all or fails). `Read`'s bytes exist only
+//!   once it has decrypted them; a read cannot come late in the same way:
+//!   nothing on its connection happens in answer to it before the
+//!   goroutine has them.
 //! - Goroutines move between threads: one that blocks inside `Read` resumes
 //!   on any thread, and its old thread runs other goroutines meanwhile. So
 //!   a call is keyed by goroutine, and its connection is not taken from the
