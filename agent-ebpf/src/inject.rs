@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use kspan_common::{Counter, EventKind, FILTER_ALLOW_LIST, InjectEvent};
 
-use crate::maps::{EVENTS, KSPAN_SETTINGS, PID_FILTER, THREAD_CTX, count, setting};
+use crate::maps::{EVENTS, KSPAN_SETTINGS, PID_FILTER, THREAD_CTX, THREADLESS, count, setting};
 
 /// Bytes of a message we look at: the request line and headers must fit.
 const WINDOW: usize = 1024;
@@ -444,9 +444,10 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 #[inline(always)]
 fn push_traceparent(ctx: &SkMsgContext, t: &Tuple, at: usize, pid_tgid: u64) -> Result<(), i32> {
     let mut ids = [0u8; 24];
-    // The thread's incoming request, if the kernel saw exactly one: the
-    // injected span joins its trace.
-    let known = unsafe { THREAD_CTX.get(&pid_tgid) }.filter(|t| t.ambiguous == 0).map(|t| t.trace_id);
+    // The thread's incoming request, if the kernel saw exactly one and the
+    // thread stands for it: the injected span joins its trace.
+    let threadless = unsafe { THREADLESS.get(&((pid_tgid >> 32) as u32)) }.is_some();
+    let known = unsafe { THREAD_CTX.get(&pid_tgid) }.filter(|t| t.ambiguous == 0 && !threadless).map(|t| t.trace_id);
     for chunk in ids.chunks_mut(4) {
         let r = unsafe { bpf_get_prandom_u32() }.to_le_bytes();
         chunk.copy_from_slice(&r);

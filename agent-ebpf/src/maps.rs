@@ -150,6 +150,14 @@ pub static CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static THREAD_CTX: LruHashMap<u64, ThreadCtx> = LruHashMap::with_max_entries(16384, 0);
 
+/// `--propagate headers`: processes whose threads stand for no request
+/// (Go), filled by user space at start-up and at exec. A goroutine runs on
+/// any thread, so the request a thread last read is often another
+/// goroutine's: what such a process sends is injected with a trace id of
+/// its own, never that one.
+#[map]
+pub static THREADLESS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ThreadCtx {

@@ -285,6 +285,7 @@ impl Agent {
             Event::Proc(ProcRecord::Exit { tgid, .. }) => self.capture.forget_tls_libraries(tgid),
             Event::Proc(ProcRecord::Exec { tgid, .. }) => {
                 self.capture.exec_for_tls(tgid);
+                self.capture.note_runtime(tgid);
                 if self.exe_selected(tgid)
                     && let Err(err) = self.capture.allow_pid(tgid)
                 {

@@ -229,6 +229,9 @@ impl Capture {
         capture.attach("sock", "inet_sock_set_state")?;
         if opts.propagate {
             capture.propagation = Some(propagate::attach(&mut capture.ebpf)?);
+            for pid in crate::process::pids(Path::new("/proc")) {
+                capture.note_runtime(pid);
+            }
         }
         if opts.tls {
             capture.load_tls(opts.simulate_go_read_without_memmove);
@@ -271,6 +274,25 @@ impl Capture {
         if let Some(probes) = &mut self.openssl {
             probes.forget(pid);
         }
+    }
+
+    /// With propagation on: tells the kernel whether process `pid` runs
+    /// Go, whose threads stand for no request (see `THREADLESS`). Done for
+    /// every process at start-up and again at each exec, before it sends.
+    pub fn note_runtime(&mut self, pid: u32) {
+        if self.propagation.is_none() {
+            return;
+        }
+        let go = crate::process::runtime::is_go_binary(&Path::new("/proc").join(pid.to_string()).join("exe"));
+        let Some(map) = self.ebpf.map_mut("THREADLESS") else {
+            return;
+        };
+        let Ok(mut threadless) = HashMap::<_, u32, u8>::try_from(map) else {
+            return;
+        };
+        // A full map (an LRU) drops its oldest entry; a failed remove is
+        // a pid that was never in it.
+        let _ = if go { threadless.insert(pid, 1, 0) } else { threadless.remove(&pid) };
     }
 
     /// Process `pid` exec'd: its executable is looked into for OpenSSL
