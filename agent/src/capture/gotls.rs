@@ -4,13 +4,13 @@
 //! inode), when a process execs it, at a traced process's first connection,
 //! and for every running process at start-up.
 
-use std::{collections::HashSet, os::unix::fs::MetadataExt, path::Path, path::PathBuf};
+use std::{os::unix::fs::MetadataExt, path::Path, path::PathBuf};
 
 use aya::{Ebpf, programs::ProgramError};
 
 use super::{
     gobinary::{self, GoBinaryError, GoFunction},
-    uprobes::{UprobeLinks, uprobe},
+    uprobes::{SeenOnce, UprobeLinks, uprobe},
 };
 
 const READ: &str = "crypto/tls.(*Conn).Read";
@@ -36,7 +36,7 @@ pub enum GoTlsError {
 
 pub struct GoTls {
     /// (device, inode) of each executable looked into.
-    seen: HashSet<(u64, u64)>,
+    seen: SeenOnce<(u64, u64)>,
     attached: usize,
     proc_root: PathBuf,
     links: UprobeLinks,
@@ -51,7 +51,7 @@ impl GoTls {
             uprobe(ebpf, program).and_then(|p| p.load()).map_err(|source| GoTlsError::Program { program, source })?;
         }
         Ok(Self {
-            seen: HashSet::new(),
+            seen: SeenOnce::new(MAX_SEEN),
             attached: 0,
             proc_root: proc_root.to_owned(),
             links: UprobeLinks::default(),
@@ -73,10 +73,7 @@ impl GoTls {
         let Ok(meta) = std::fs::metadata(&exe) else {
             return;
         };
-        if self.seen.len() >= MAX_SEEN {
-            self.seen.clear();
-        }
-        if !self.seen.insert((meta.dev(), meta.ino())) {
+        if !self.seen.first_time((meta.dev(), meta.ino())) {
             return;
         }
         let functions = match gobinary::find_functions(&exe, &[READ, WRITE, MEMMOVE]) {

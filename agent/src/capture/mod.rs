@@ -284,10 +284,7 @@ impl Capture {
             return;
         }
         let go = crate::process::runtime::is_go_binary(&Path::new("/proc").join(pid.to_string()).join("exe"));
-        let Some(map) = self.ebpf.map_mut("THREADLESS") else {
-            return;
-        };
-        let Ok(mut threadless) = HashMap::<_, u32, u8>::try_from(map) else {
+        let Ok(mut threadless) = self.threadless() else {
             return;
         };
         // A full map (an LRU) drops its oldest entry; a failed remove is
@@ -390,6 +387,11 @@ impl Capture {
     fn port_filter(&mut self) -> Result<HashMap<&mut MapData, u16, u8>, CaptureError> {
         let map = self.ebpf.map_mut("PORT_FILTER").ok_or(CaptureError::MissingMap("PORT_FILTER"))?;
         HashMap::try_from(map).map_err(|source| CaptureError::Map { map: "PORT_FILTER", source })
+    }
+
+    fn threadless(&mut self) -> Result<HashMap<&mut MapData, u32, u8>, CaptureError> {
+        let map = self.ebpf.map_mut("THREADLESS").ok_or(CaptureError::MissingMap("THREADLESS"))?;
+        HashMap::try_from(map).map_err(|source| CaptureError::Map { map: "THREADLESS", source })
     }
 
     fn pid_filter(&mut self) -> Result<HashMap<&mut MapData, u32, u8>, CaptureError> {

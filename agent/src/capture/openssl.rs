@@ -19,7 +19,7 @@ use std::{
 
 use aya::{Ebpf, programs::ProgramError};
 
-use super::uprobes::{UprobeLinks, uprobe};
+use super::uprobes::{SeenOnce, UprobeLinks, uprobe};
 
 /// Entry programs by the function they hook; `SSL_read`/`SSL_write` are
 /// required, the others hooked where present (the `_ex` forms came with
@@ -68,8 +68,8 @@ pub struct OpenSsl {
     /// (device, inode) of each library attached, or found unusable.
     libraries: HashSet<(u64, u64)>,
     /// (device, inode) of each executable looked into for OpenSSL.
-    executables: HashSet<(u64, u64)>,
-    scanned: HashSet<u32>,
+    executables: SeenOnce<(u64, u64)>,
+    scanned: SeenOnce<u32>,
     proc_root: PathBuf,
     links: UprobeLinks,
 }
@@ -84,8 +84,8 @@ impl OpenSsl {
         }
         Ok(Self {
             libraries: HashSet::new(),
-            executables: HashSet::new(),
-            scanned: HashSet::new(),
+            executables: SeenOnce::new(MAX_SCANNED),
+            scanned: SeenOnce::new(MAX_SCANNED),
             proc_root: proc_root.to_owned(),
             links: UprobeLinks::default(),
         })
@@ -110,10 +110,7 @@ impl OpenSsl {
     /// executable if that carries OpenSSL, unless it was scanned before
     /// (see [`OpenSsl::forget`]).
     pub fn scan_process(&mut self, ebpf: &mut Ebpf, pid: u32) {
-        if self.scanned.len() >= MAX_SCANNED {
-            self.scanned.clear();
-        }
-        if !self.scanned.insert(pid) {
+        if !self.scanned.first_time(pid) {
             return;
         }
         let proc_dir = self.proc_root.join(pid.to_string());
@@ -135,7 +132,7 @@ impl OpenSsl {
 
     /// Process `pid` exited or exec'd: its next maps may name new files.
     pub fn forget(&mut self, pid: u32) {
-        self.scanned.remove(&pid);
+        self.scanned.forget(&pid);
     }
 
     /// Most executables are looked into once and found without OpenSSL;
@@ -148,10 +145,7 @@ impl OpenSsl {
         if self.libraries.contains(&id) {
             return;
         }
-        if self.executables.len() >= MAX_SCANNED {
-            self.executables.clear();
-        }
-        if !self.executables.insert(id) {
+        if !self.executables.first_time(id) {
             return;
         }
         let functions = exported_functions(exe);

@@ -1,11 +1,11 @@
 //! Uprobe links owned by kspan rather than by their programs, so they can
-//! all be detached at once. Detaching a uprobe waits for an RCU grace
+//! all be detached at once; and what the TLS attachers share. Detaching a uprobe waits for an RCU grace
 //! period: one after another, the ~40 links of the host's libssl and a Go
 //! executable took 10 s to release on this VM, and kspan's stop (a pod's
 //! termination, a test's teardown) with them. Released from parallel
 //! threads, the waits overlap.
 
-use std::path::Path;
+use std::{collections::HashSet, hash::Hash, path::Path};
 
 use aya::{
     Ebpf,
@@ -51,7 +51,50 @@ impl Drop for UprobeLinks {
     }
 }
 
+/// Things looked into once (processes, executables): past `max` the
+/// memory starts over, and a second look only finds what is attached.
+pub struct SeenOnce<T> {
+    seen: HashSet<T>,
+    max: usize,
+}
+
+impl<T: Eq + Hash> SeenOnce<T> {
+    pub fn new(max: usize) -> Self {
+        Self { seen: HashSet::new(), max }
+    }
+
+    /// Whether `item` is new (and from now on seen).
+    pub fn first_time(&mut self, item: T) -> bool {
+        if self.seen.len() >= self.max {
+            self.seen.clear();
+        }
+        self.seen.insert(item)
+    }
+
+    pub fn forget(&mut self, item: &T) {
+        self.seen.remove(item);
+    }
+}
+
 /// A loaded uprobe program by name.
 pub fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut UProbe, ProgramError> {
     ebpf.program_mut(program).ok_or(ProgramError::NotLoaded)?.try_into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_once_starts_over_when_full() {
+        let mut seen = SeenOnce::new(2);
+        assert!(seen.first_time(1));
+        assert!(!seen.first_time(1));
+        assert!(seen.first_time(2));
+        assert!(seen.first_time(3), "full: the memory starts over");
+        assert!(!seen.first_time(3));
+        seen.forget(&3);
+        assert!(seen.first_time(3));
+        assert!(seen.first_time(1), "forgotten when it started over");
+    }
 }
