@@ -75,6 +75,7 @@ impl Agent {
         };
         let export_metrics = Arc::new(ExportMetrics::default());
         let export_config = ExportConfig::from_env(config.print.into()).context("invalid OTLP export settings")?;
+        let export_port = export_config.otlp.as_ref().and_then(|otlp| otlp.endpoint_port());
         let exporter = Exporter::start(export_config, export_metrics.clone()).context("starting the exporter")?;
         let allow_list = !config.pids.is_empty() || config.exe_path.is_some() || ports.is_some();
         let opts = CaptureOptions {
@@ -99,7 +100,7 @@ impl Agent {
             Some(path) => Some(EventsLog::create(path)?),
             None => None,
         };
-        let pipeline = Pipeline::new(
+        let mut pipeline = Pipeline::new(
             config.max_connections,
             Path::new(PROC_ROOT),
             routes,
@@ -107,6 +108,9 @@ impl Agent {
             Clock::now(),
             Metrics::new(export_metrics),
         );
+        if let Some(port) = export_port {
+            pipeline.conns.recognise_own_export(port);
+        }
         let published = match config.metrics_addr {
             None => None,
             Some(addr) => {

@@ -138,6 +138,9 @@ impl Pipeline {
             self.metrics.data_without_connection.inc();
             return;
         };
+        if conn.kspan_export {
+            return;
+        }
         if rec.source == Source::Tls && !conn.tls {
             // What was seen so far was the handshake's ciphertext: the
             // plaintext starts a stream of its own.

@@ -3,6 +3,7 @@
 //! connect/accept seen) get their role and, if needed, their addresses from
 //! procfs.
 
+mod own;
 pub mod procfs;
 
 use std::{
@@ -32,6 +33,8 @@ pub struct Connection {
     /// Its bytes come decrypted from a TLS library: what the socket itself
     /// carries is ciphertext.
     pub tls: bool,
+    /// A collector's end of kspan's own export connection: not traced.
+    pub kspan_export: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +62,7 @@ pub struct ConnTable {
     /// connection that predates kspan was accepted from a listener that
     /// existed then, even if it is closed by the time we resolve it.
     startup_listeners: FxHashMap<u64, HashSet<(IpAddr, u16)>>,
+    own_export: Option<own::OwnExport>,
     pub stats: ConnStats,
 }
 
@@ -72,8 +76,15 @@ impl ConnTable {
             capacity: capacity.max(1),
             proc_root: proc_root.to_owned(),
             startup_listeners: FxHashMap::default(),
+            own_export: None,
             stats: ConnStats::default(),
         }
+    }
+
+    /// kspan exports to a collector listening on `port`: that collector's
+    /// end of kspan's own connections will be marked `kspan_export`.
+    pub fn recognise_own_export(&mut self, port: u16) {
+        self.own_export = Some(own::OwnExport::new(port));
     }
 
     /// Records the listeners of every network namespace (one procfs read
@@ -134,9 +145,15 @@ impl ConnTable {
             mid_stream: rec.call == Call::FirstData,
             opened_ns: rec.ts_ns,
             tls: false,
+            kspan_export: false,
         };
         if conn.role == Role::Unknown || conn.local.is_none() {
             self.resolve_from_procfs(&mut conn, rec.inode);
+        }
+        if conn.role == Role::Server
+            && let Some(own) = &mut self.own_export
+        {
+            conn.kspan_export = own.is_own(&conn);
         }
         let displaced = self.by_fd.insert((conn.pid, conn.fd), conn.id).and_then(|old| {
             if old == conn.id {

@@ -66,6 +66,19 @@ pub struct OtlpConfig {
     pub tls: TlsConfig,
 }
 
+impl OtlpConfig {
+    /// The TCP port the endpoint is reached on (the scheme's default when
+    /// the URL names none).
+    pub fn endpoint_port(&self) -> Option<u16> {
+        let uri: http::Uri = self.endpoint.parse().ok()?;
+        uri.port_u16().or(match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
+            Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
+            _ => None,
+        })
+    }
+}
+
 /// Header values are typically API keys: `{:?}` shows only their names, so
 /// logging the configuration at start-up is safe.
 impl std::fmt::Debug for OtlpConfig {

@@ -256,3 +256,12 @@ fn otlp_timeout_signal_variable_wins() {
     ]);
     assert_eq!(o.timeout, Duration::from_millis(1500));
 }
+
+#[test]
+fn endpoint_port_is_explicit_or_the_schemes() {
+    let port = |endpoint: &str| otlp(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint)]).endpoint_port();
+    assert_eq!(port("http://collector:4318/v1/traces"), Some(4318));
+    assert_eq!(port("http://[::1]:9999/x"), Some(9999));
+    assert_eq!(port("https://ingest.example.com/v1/traces"), Some(443));
+    assert_eq!(port("HTTP://collector/v1/traces"), Some(80));
+}

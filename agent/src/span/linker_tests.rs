@@ -15,6 +15,7 @@ fn conn(id: u64, pid: u32, local: &str, remote: &str, role: Role) -> Connection 
         mid_stream: false,
         opened_ns: 0,
         tls: false,
+        kspan_export: false,
     }
 }
 

@@ -78,6 +78,7 @@ mod tests {
             mid_stream: false,
             opened_ns: 0,
             tls: false,
+            kspan_export: false,
         }
     }
 
