@@ -1,6 +1,7 @@
 //! Stream reassembly and protocol dispatch: the bytes of each connection,
 //! in syscall order, go to the parser that recognised them.
 
+mod detect;
 
 use kspan_common::{Direction, Role, Source};
 use rustc_hash::FxHashMap;
@@ -10,13 +11,14 @@ use crate::{
     conntrack::Connection,
     protocol::{
         db::{DbEvent, DbSession, DbSystem},
-        http1::{self, Chunk, Http1Event, Http1Session},
-        http2::{self, Http2Event, Http2Session},
-        mysql::{self, MysqlSession},
-        postgres::{self, PostgresSession},
-        redis::{self, RedisSession},
+        http1::{Chunk, Http1Event, Http1Session},
+        http2::{Http2Event, Http2Session},
+        mysql::MysqlSession,
+        postgres::PostgresSession,
+        redis::RedisSession,
     },
 };
+use detect::Detecting;
 
 /// A parser's output.
 #[derive(Debug)]
@@ -63,8 +65,11 @@ impl Parser {
 }
 
 enum Session {
-    Detecting { seen: u8 },
-    Parsing { parser: Parser, role: Role },
+    Detecting(Detecting),
+    Parsing {
+        parser: Parser,
+        role: Role,
+    },
     /// Not a protocol we parse: its bytes are dropped without a look.
     Ignored,
 }
@@ -108,52 +113,38 @@ impl Streams {
             self.stats.sessions_over_capacity += 1;
             return;
         }
-        let session = self.sessions.entry(conn.id).or_insert(Session::Detecting { seen: 0 });
-        if let Session::Detecting { seen } = session {
-            match detect(conn, rec) {
-                Some((parser, role)) => {
+        let session = self.sessions.entry(conn.id).or_insert_with(|| Session::Detecting(Detecting::default()));
+        let mut held = Vec::new();
+        if let Session::Detecting(detecting) = session {
+            match detecting.detect(conn, rec) {
+                Some((parser, role, used)) => {
                     match parser {
                         Parser::Http1(_) => self.stats.sessions_http1 += 1,
                         Parser::Http2(_) => self.stats.sessions_http2 += 1,
                         Parser::Db(..) => self.stats.sessions_db += 1,
                     }
+                    held = used;
                     *session = Session::Parsing { parser, role };
                 }
-                None if *seen >= if conn.mid_stream { MID_STREAM_PATIENCE } else { PATIENCE } => {
+                None if detecting.seen >= if conn.mid_stream { MID_STREAM_PATIENCE } else { PATIENCE } => {
                     self.stats.sessions_ignored += 1;
                     *session = Session::Ignored;
                 }
-                None => *seen += 1,
+                None => detecting.seen += 1,
             }
         }
         let Session::Parsing { parser, role } = session else {
             return;
         };
         let role = *role;
-        self.stats.bytes_parsed += rec.payload.len() as u64;
         let chunk = Chunk { data: rec.payload, size: rec.size, enter_ns: rec.enter_ns, exit_ns: rec.exit_ns };
-        // Client-to-server bytes: what a client writes or a server reads.
-        let from_client = (role == Role::Client) == (rec.direction == Direction::Egress);
-        let tag = |event| ProtocolEvent { pid: conn.pid, tid: rec.tid, role, event };
-        let broken = match parser {
-            Parser::Http1(p) => {
-                let ev = if from_client { p.on_request_bytes(&chunk) } else { p.on_response_bytes(&chunk) };
-                out.extend(ev.into_iter().map(|e| tag(AppEvent::Http1(e))));
-                p.is_broken()
-            }
-            Parser::Http2(p) => {
-                let ev = if from_client { p.on_client_bytes(&chunk) } else { p.on_server_bytes(&chunk) };
-                out.extend(ev.into_iter().map(|e| tag(AppEvent::Http2(e))));
-                p.is_broken()
-            }
-            Parser::Db(system, p) => {
-                let ev = if from_client { p.on_client_bytes(&chunk) } else { p.on_server_bytes(&chunk) };
-                let system = *system;
-                out.extend(ev.into_iter().map(|e| tag(AppEvent::Db(system, e))));
-                p.is_broken()
-            }
-        };
-        if broken {
+        let mut broken = false;
+        for h in &held {
+            self.stats.bytes_parsed += h.chunk().data.len() as u64;
+            broken = broken || feed(parser, role, conn, h.direction, h.tid, &h.chunk(), out);
+        }
+        self.stats.bytes_parsed += rec.payload.len() as u64;
+        if broken || feed(parser, role, conn, rec.direction, rec.tid, &chunk, out) {
             *session = Session::Ignored;
         }
     }
@@ -172,55 +163,46 @@ impl Streams {
         let events: Vec<AppEvent> = match parser {
             Parser::Http1(mut p) => p.on_close(ts_ns, reset).into_iter().map(AppEvent::Http1).collect(),
             Parser::Http2(mut p) => p.on_close(ts_ns, reset).into_iter().map(AppEvent::Http2).collect(),
-            Parser::Db(system, mut p) => p.on_close(ts_ns, reset).into_iter().map(|e| AppEvent::Db(system, e)).collect(),
+            Parser::Db(system, mut p) => {
+                p.on_close(ts_ns, reset).into_iter().map(|e| AppEvent::Db(system, e)).collect()
+            }
         };
         events.into_iter().map(|event| ProtocolEvent { pid: conn.pid, tid, role, event }).collect()
     }
 }
 
-/// Recognises the protocol from a connection's bytes and settles its role:
-/// the side that sends a request line, the HTTP/2 preface, a database
-/// startup message or command is the client, and the side that sends a
-/// MySQL greeting is the server, whatever the kernel saw.
-fn detect(conn: &Connection, rec: &DataRecord) -> Option<(Parser, Role)> {
-    let data = rec.payload;
-    let sender = if rec.direction == Direction::Egress { Role::Client } else { Role::Server };
-    let receiver = if rec.direction == Direction::Egress { Role::Server } else { Role::Client };
-    if http2::looks_like_preface(data) {
-        return Some((Parser::Http2(Box::new(Http2Session::new(false))), sender));
+/// Gives `chunk` to the parser; whether the parser lost its footing.
+fn feed(
+    parser: &mut Parser,
+    role: Role,
+    conn: &Connection,
+    direction: Direction,
+    tid: u32,
+    chunk: &Chunk<'_>,
+    out: &mut Vec<ProtocolEvent>,
+) -> bool {
+    // Client-to-server bytes: what a client writes or a server reads.
+    let from_client = (role == Role::Client) == (direction == Direction::Egress);
+    let tag = |event| ProtocolEvent { pid: conn.pid, tid, role, event };
+    match parser {
+        Parser::Http1(p) => {
+            let ev = if from_client { p.on_request_bytes(chunk) } else { p.on_response_bytes(chunk) };
+            out.extend(ev.into_iter().map(|e| tag(AppEvent::Http1(e))));
+            p.is_broken()
+        }
+        Parser::Http2(p) => {
+            let ev = if from_client { p.on_client_bytes(chunk) } else { p.on_server_bytes(chunk) };
+            out.extend(ev.into_iter().map(|e| tag(AppEvent::Http2(e))));
+            p.is_broken()
+        }
+        Parser::Db(system, p) => {
+            let ev = if from_client { p.on_client_bytes(chunk) } else { p.on_server_bytes(chunk) };
+            let system = *system;
+            out.extend(ev.into_iter().map(|e| tag(AppEvent::Db(system, e))));
+            p.is_broken()
+        }
     }
-    if http1::looks_like_request(data) {
-        return Some((Parser::Http1(Box::new(Http1Session::new())), sender));
-    }
-    if postgres::looks_like_startup(data) {
-        return Some((Parser::db(DbSystem::Postgresql, false), sender));
-    }
-    if mysql::looks_like_server_greeting(data) {
-        return Some((Parser::db(DbSystem::Mysql, false), receiver));
-    }
-    if redis::looks_like_command(data) {
-        return Some((Parser::db(DbSystem::Redis, conn.mid_stream), sender));
-    }
-    if !conn.mid_stream {
-        return None;
-    }
-    if http1::looks_like_response(data) {
-        // Joined between request and response: parse from here on; the
-        // parser drops responses that have no request.
-        return Some((Parser::Http1(Box::new(Http1Session::new())), receiver));
-    }
-    // A connection that predates kspan, already past its preface: frames
-    // only tell HTTP/2 apart when procfs settled which side is which.
-    if conn.role != Role::Unknown && http2::looks_like_frames(data) {
-        return Some((Parser::Http2(Box::new(Http2Session::new(true))), conn.role));
-    }
-    // Database connections met mid-stream: only the client's messages have
-    // shapes strict enough to tell the protocol (replies are too generic).
-    if postgres::looks_like_client_messages(data) {
-        return Some((Parser::db(DbSystem::Postgresql, true), sender));
-    }
-    if mysql::looks_like_client_command(data) {
-        return Some((Parser::db(DbSystem::Mysql, true), sender));
-    }
-    None
 }
+
+#[cfg(test)]
+mod tests;
