@@ -1,6 +1,7 @@
 //! Database spans from real servers and their own clients: PostgreSQL with
 //! psql, MariaDB with its CLI and Redis with redis-cli, on loopback, as an
-//! OTLP receiver got them.
+//! OTLP receiver got them; and a web app's queries through the drivers
+//! apps use (psycopg2, redis-py, MySQL Connector/Python) under its request.
 
 mod support;
 
@@ -101,8 +102,12 @@ impl Postgres {
 
     /// Administration over the unix socket (not traced: TCP only).
     fn psql_local(&self, sql: &str) -> Result<(), String> {
+        self.psql_local_in("postgres", sql)
+    }
+
+    fn psql_local_in(&self, database: &str, sql: &str) -> Result<(), String> {
         let out = Command::new("psql")
-            .args(["-X", "-q", "-U", "postgres", "-h"])
+            .args(["-X", "-q", "-U", "postgres", "-d", database, "-h"])
             .arg(self.dir.path())
             .arg("-p")
             .arg(self.port.to_string())
@@ -337,4 +342,106 @@ fn mariadb_client_queries_become_mysql_client_spans() {
         assert!(!text.contains(DB_PASSWORD) && !text.contains("secret-literal"), "leaked: {}", s.pretty());
     }
     drop(db);
+}
+
+/// What a trace waterfall is for: a request to a web app and the queries it
+/// made, one trace, each query under the request's SERVER span and each
+/// database's own SERVER span under the query. Requests run at once on
+/// the app's threads, so a query joined to the wrong request shows.
+#[test]
+fn web_request_queries_are_children_of_its_server_span() {
+    if !(require_root() && require_bpf() && require_python())
+        || require_cmd("psql").is_none()
+        || require_cmd("redis-server").is_none()
+        || require_cmd("mariadbd").is_none()
+    {
+        return;
+    }
+    let (pg_port, redis_port, mysql_port, app_port) = (free_port(), free_port(), free_port(), free_port());
+    let Some(pg) = require("a PostgreSQL server", Postgres::start(pg_port)) else { return };
+    pg.psql_local_in("shop", "CREATE TABLE items (id int, name text); ALTER TABLE items OWNER TO app").expect("items table");
+    let _redis = redis_server(redis_port);
+    let Some(mysql) = require("a MariaDB server", Mariadb::start(mysql_port)) else { return };
+    mysql.admin("CREATE TABLE shop.stock (id INT, name TEXT)").expect("stock table");
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/peers/db_app.py"));
+    cmd.args([app_port, pg_port, redis_port, mysql_port].map(|p| p.to_string())).arg(DB_PASSWORD);
+    let Some(app) = require("the Flask app with database drivers", Server::spawn(cmd, app_port)) else { return };
+    let receiver = Receiver::start().expect("receiver");
+    let ports = format!("{app_port},{pg_port},{redis_port},{mysql_port}");
+    let kspan = Kspan::exporting_to(&receiver, &["--open-ports", &ports]);
+
+    let orders: Vec<u32> = (1..=8).collect();
+    let curls: Vec<_> = orders
+        .iter()
+        .map(|n| {
+            Command::new("curl")
+                .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://127.0.0.1:{app_port}/order/{n}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("curl starts")
+        })
+        .collect();
+    for curl in curls {
+        let out = curl.wait_with_output().expect("curl runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}\n{}", String::from_utf8_lossy(&out.stderr), app.log());
+    }
+
+    let app_pid = i64::from(app.pid());
+    let of_app = |s: &ReceivedSpan| s.resource_i64("process.pid") == Some(app_pid);
+    // Each request's queries and the databases' answers: 4 app CLIENT
+    // spans (SELECT items, SET, GET, SELECT stock) and their SERVER spans.
+    let spans = receiver
+        .wait_for(WAIT, |all| {
+            let queries = all.iter().filter(|s| s.kind == "CLIENT" && of_app(s) && is_order_query(s)).count();
+            let answered = all.iter().filter(|s| s.kind == "SERVER" && !of_app(s) && is_order_query(s)).count();
+            let requests = all.iter().filter(|s| s.kind == "SERVER" && of_app(s)).count();
+            queries >= 4 * orders.len() && answered >= 4 * orders.len() && requests >= orders.len()
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}\napp log:\n{}", kspan.log(), app.log()));
+
+    for n in &orders {
+        let path = format!("/order/{n}");
+        let request: Vec<&ReceivedSpan> =
+            spans.iter().filter(|s| s.kind == "SERVER" && of_app(s) && s.attr_str("url.path") == Some(&path)).collect();
+        let [request] = request[..] else { panic!("one SERVER span for {path}, got {request:#?}") };
+        let children: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.parent_span_id == request.span_id).collect();
+        let named = |system: &str, name: &str| -> Vec<&ReceivedSpan> {
+            children
+                .iter()
+                .copied()
+                .filter(|s| s.kind == "CLIENT" && s.attr_str("db.system.name") == Some(system) && s.name == name)
+                .collect()
+        };
+        let context = || format!("{path}: children {:#?}", children.iter().map(|s| s.pretty()).collect::<Vec<_>>());
+        assert_eq!(named("postgresql", "SELECT items").len(), 1, "{}", context());
+        assert_eq!(named("mysql", "SELECT stock").len(), 1, "{}", context());
+        // Redis keeps the key (values are redacted): the request's own keys.
+        for command in ["SET", "GET"] {
+            let redis = named("redis", command);
+            assert_eq!(redis.len(), 1, "{}", context());
+            let text = redis[0].attr_str("db.query.text").unwrap_or_default();
+            assert!(text.starts_with(&format!("{command} order:{n}")), "{command} of another request: {text}");
+            assert!(!text.contains("pending"), "a value left kspan: {text}");
+        }
+        for query in children.iter().filter(|s| is_order_query(s)) {
+            assert_eq!(query.trace_id, request.trace_id);
+            let answer: Vec<&ReceivedSpan> =
+                spans.iter().filter(|s| s.kind == "SERVER" && s.parent_span_id == query.span_id).collect();
+            assert_eq!(answer.len(), 1, "the database's SERVER span of {}", query.pretty());
+            assert_eq!(answer[0].trace_id, request.trace_id);
+        }
+    }
+    for s in &spans {
+        let text = format!("{s:?}");
+        assert!(!text.contains(DB_PASSWORD), "leaked: {}", s.pretty());
+    }
+    drop((pg, mysql));
+}
+
+/// The queries `db_app.py` makes for an order, not its connection set-up.
+fn is_order_query(s: &ReceivedSpan) -> bool {
+    matches!(s.name.as_str(), "SELECT items" | "SELECT stock" | "SET" | "GET")
+        && (s.name != "SET" || s.attr_str("db.system.name") == Some("redis"))
 }

@@ -552,3 +552,38 @@ fn metrics_endpoint_counts_what_was_exported() {
     assert_eq!(curl(&[&format!("http://{metrics_addr}/healthz")]), "ok\n");
     drop(kspan);
 }
+
+/// A collector on the same host is just another process to kspan, but its
+/// end of kspan's own export connection must not be traced: each export
+/// would come back as a collector span in the next batch, forever, among
+/// the user's own. Another client of the same collector still is traced.
+#[test]
+fn kspan_does_not_trace_its_own_exports() {
+    if !prerequisites() {
+        return;
+    }
+    for protocol in ["grpc", "http/protobuf"] {
+        let receiver = Receiver::start().expect("receiver");
+        let port = |endpoint: &str| endpoint.rsplit(':').next().unwrap_or_default().to_owned();
+        let ports = format!("{},{}", port(&receiver.grpc_endpoint), port(&receiver.http_endpoint));
+        let kspan = kspan_exporting(&receiver, protocol, &ports);
+        let url = format!("{}/v1/traces", receiver.http_endpoint);
+        // Each round's span reaches the receiver in a later export than the
+        // last: were kspan's exports traced, the first ones' spans would
+        // be in by the third.
+        for round in 1..=3 {
+            let agent = format!("other-exporter-{round}");
+            curl(&["-o", "/dev/null", "-A", &agent, "-H", "Content-Type: application/x-protobuf", "--data-binary", "", &url]);
+            receiver
+                .wait_for_matching(WAIT, 1, |s| s.kind == "SERVER" && s.attr_str("user_agent.original") == Some(agent.as_str()))
+                .unwrap_or_else(|e| panic!("{protocol}: {e}\nkspan log:\n{}", kspan.log()));
+        }
+        let spans = receiver.spans();
+        let own: Vec<String> = spans
+            .iter()
+            .filter(|s| !s.attr_str("user_agent.original").is_some_and(|a| a.starts_with("other-exporter-")))
+            .map(|s| s.pretty())
+            .collect();
+        assert!(own.is_empty(), "{protocol}: spans of kspan's own exports: {own:#?}");
+    }
+}
