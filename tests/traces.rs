@@ -144,6 +144,72 @@ fn concurrent_requests_never_cross_link() {
     drop(kspan);
 }
 
+/// nginx in front of the chain: its one worker serves many requests at once
+/// and forwards each over kept-alive upstream connections, so neither its
+/// thread nor the process names the request a call belongs to. Each call
+/// repeats its request's line, and that ties them (with no `traceparent`
+/// from the caller and no header injection).
+#[test]
+fn nginx_reverse_proxy_keeps_concurrent_requests_whole() {
+    if !prerequisites() || require_cmd("nginx").is_none() {
+        return;
+    }
+    let receiver = Receiver::start().expect("receiver");
+    let chain = start_chain();
+    let dir = TempDir::new().unwrap();
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    let upstream = format!("upstream chain {{ server 127.0.0.1:{}; keepalive 8; }}", chain.a.port());
+    let server = format!(
+        "listen 127.0.0.1:{port}; location / {{ proxy_pass http://chain; proxy_http_version 1.1; \
+         proxy_set_header Connection \"\"; }}"
+    );
+    std::fs::write(&conf, nginx_config(dir.path(), &upstream, &server)).unwrap();
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-c").arg(&conf);
+    let nginx = Server::spawn(cmd, port).expect("nginx");
+    let kspan = kspan_on_ports(&[port, chain.a.port(), chain.b.port(), chain.c.port()], &receiver);
+
+    let requests = 16;
+    let children: Vec<_> = (0..requests)
+        .map(|n| {
+            Command::new("curl")
+                .args(["-sS", "--max-time", "20", &format!("http://127.0.0.1:{port}/hop/{n}")])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (n, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{n}>{n}>item-{n}"));
+    }
+    // The worker's spans: it is the master's child.
+    let of_nginx = |s: &ReceivedSpan| s.resource_i64("process.parent_pid") == Some(i64::from(nginx.pid()));
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            let leaves = s.iter().filter(|s| s.kind == "SERVER" && s.attr_str("url.path").is_some_and(|p| p.starts_with("/items/")));
+            leaves.count() >= requests && s.iter().filter(|s| of_nginx(s)).count() >= 2 * requests
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let worker = spans.iter().find(|s| of_nginx(s)).and_then(|s| s.resource_i64("process.pid")).expect("nginx worker pid");
+    let worker = u32::try_from(worker).expect("a pid");
+    for n in 0..requests {
+        let (root, trace) = curl_trace(&spans, &format!("/hop/{n}"));
+        let dump = || trace.iter().map(|s| s.pretty()).collect::<Vec<_>>().join("\n");
+        assert_eq!(trace.len(), 8, "request {n}: curl, nginx (2), A (2), B (2) and C in one trace:\n{}", dump());
+        let one = |kind: &str, pid: u32| one_in(&trace, kind, pid, &dump);
+        let nginx_server = one("SERVER", worker);
+        let nginx_client = one("CLIENT", worker);
+        let a_server = one("SERVER", chain.a.pid());
+        for (child, parent) in [(nginx_server, root), (nginx_client, nginx_server), (a_server, nginx_client)] {
+            assert_eq!(child.parent_span_id, parent.span_id, "request {n}: {} under {}:\n{}", child.name, parent.name, dump());
+        }
+        assert_eq!(nginx_client.attr_str("url.path"), Some(format!("/hop/{n}").as_str()), "no cross-request links");
+    }
+    drop(kspan);
+}
+
 /// A front and a leaf of one runtime, from the same program: GET
 /// /client/N on the front calls the leaf's /leaf/N with the runtime's own
 /// HTTP client and answers `N>leaf-N`.

@@ -167,6 +167,7 @@ impl Pipeline {
                     let w3c = Propagation {
                         traceparent: head.traceparent.as_deref(),
                         tracestate: head.tracestate.as_deref(),
+                        request_line: Some((&head.method, &head.target)),
                     };
                     self.request_started(conn, &ev, *seq, &w3c, first);
                     continue;
@@ -175,6 +176,7 @@ impl Pipeline {
                     let w3c = Propagation {
                         traceparent: request.traceparent.as_deref(),
                         tracestate: request.tracestate.as_deref(),
+                        request_line: request.method.as_deref().zip(request.path.as_deref()),
                     };
                     self.request_started(conn, &ev, u64::from(*stream_id), &w3c, first);
                     continue;

@@ -48,11 +48,30 @@ use super::{
 };
 use crate::conntrack::{Connection, canonical};
 
-/// The W3C headers a request carried, whatever its protocol.
+/// What a request carried that ties it to others, whatever its protocol:
+/// its W3C headers, and the request line a proxy forwards.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Propagation<'a> {
     pub traceparent: Option<&'a str>,
     pub tracestate: Option<&'a str>,
+    /// HTTP method and request target (`:method`, `:path` for HTTP/2).
+    pub request_line: Option<(&'a str, &'a str)>,
+}
+
+impl Propagation<'_> {
+    /// Identifies the request line as a proxy forwards it: a target in
+    /// absolute form (`http://host/p`) is compared by its path. `None` for
+    /// a request without one (a database command).
+    fn forwarding_key(&self) -> Option<u64> {
+        let (method, target) = self.request_line?;
+        let path = match target.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+            None => target,
+        };
+        let mut hasher = rustc_hash::FxHasher::default();
+        std::hash::Hash::hash(&(method, path), &mut hasher);
+        Some(std::hash::Hasher::finish(&hasher))
+    }
 }
 
 /// What the span builder needs to stamp a span.
@@ -104,6 +123,10 @@ struct Node {
     reader: Option<(u32, u32)>,
     /// The kernel's trace id for this incoming request was applied.
     kernel_trace: bool,
+    /// An incoming request's [`Propagation::forwarding_key`].
+    forwarding_key: Option<u64>,
+    /// A call of the same thread was taken for this request's forwarding.
+    forwarded: bool,
 }
 type NodeRef = Rc<RefCell<Node>>;
 
@@ -120,6 +143,8 @@ impl Node {
             done: false,
             reader: None,
             kernel_trace: false,
+            forwarding_key: None,
+            forwarded: false,
         }
     }
 }
@@ -213,6 +238,9 @@ pub struct LinkStats {
     /// Calls by a thread serving nothing, given the process's one request in
     /// flight as parent.
     pub linked_process_wide: u64,
+    /// Calls of a thread serving several requests, given the one whose
+    /// request line they repeat (a proxy's event loop).
+    pub linked_by_forwarding: u64,
     pub ambiguous_threads: u64,
 }
 
@@ -383,7 +411,11 @@ impl Linker {
             }
         };
         let pinned = node.pinned;
-        let node = Rc::new(RefCell::new(Node { reader: Some((conn.pid, tid)), ..node }));
+        let node = Rc::new(RefCell::new(Node {
+            reader: Some((conn.pid, tid)),
+            forwarding_key: head.forwarding_key(),
+            ..node
+        }));
         if let (false, Some(local), Some(remote)) = (pinned, conn.local, conn.remote) {
             let key = (canonical(remote), canonical(local), seq);
             match self.outbound.take_peer(&key, started_ns, |client| client <= started_ns) {
@@ -408,7 +440,7 @@ impl Linker {
     }
 
     fn client_started(&mut self, conn: &Connection, seq: u64, head: &Propagation, started_ns: u64, tid: u32) -> NodeRef {
-        let parent = self.in_process_parent(conn.pid, tid);
+        let parent = self.in_process_parent(conn.pid, tid).or_else(|| self.forwarded_request(conn.pid, tid, head));
         let header = Self::from_header(head).filter(|(tp, _)| {
             // A proxy forwarding the incoming header unchanged does not make
             // the caller's span id ours: that would duplicate it.
@@ -539,6 +571,32 @@ impl Linker {
             return Some(node.clone());
         }
         self.process_wide_parent(pid)
+    }
+
+    /// For a thread serving several requests at once (the event loop of
+    /// nginx, Envoy, HAProxy, Node.js), the one a call forwards: the only
+    /// request in flight on the thread, not forwarded yet, with the same
+    /// method and target. A proxy repeats the request line upstream; two
+    /// such requests at once stay unlinked rather than risk a swap. Not for
+    /// Go: a goroutine may forward on a thread that read another request
+    /// with the same line.
+    fn forwarded_request(&mut self, pid: u32, tid: u32, head: &Propagation) -> Option<NodeRef> {
+        if self.thread_agnostic.contains(&pid) {
+            return None;
+        }
+        let key = head.forwarding_key()?;
+        let list = self.inflight.get(&(pid, tid))?;
+        let mut same = list.iter().filter(|n| {
+            let n = n.borrow();
+            !n.done && !n.forwarded && n.forwarding_key == Some(key)
+        });
+        let node = same.next()?.clone();
+        if same.next().is_some() {
+            return None;
+        }
+        node.borrow_mut().forwarded = true;
+        self.stats.linked_by_forwarding += 1;
+        Some(node)
     }
 
     /// The process's one request in flight, if exactly one is.

@@ -20,7 +20,11 @@ fn conn(id: u64, pid: u32, local: &str, remote: &str, role: Role) -> Connection 
 }
 
 fn head(traceparent: Option<String>) -> Propagation<'static> {
-    Propagation { traceparent: traceparent.map(|t| &*Box::leak(t.into_boxed_str())), tracestate: None }
+    Propagation { traceparent: traceparent.map(|t| &*Box::leak(t.into_boxed_str())), tracestate: None, request_line: None }
+}
+
+fn request(method: &'static str, target: &'static str) -> Propagation<'static> {
+    Propagation { request_line: Some((method, target)), ..Propagation::default() }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -92,6 +96,73 @@ fn event_loop_with_two_requests_in_flight_links_nothing() {
     let o = l.finish(3, 1);
     let a = l.finish(1, 1);
     assert_eq!(o.parent_span_id, Some(a.span_id));
+}
+
+/// nginx's one worker thread serves three requests at once and forwards
+/// each upstream in another order: each call repeats one request line.
+#[test]
+fn event_loop_proxy_links_each_call_to_the_request_it_forwards() {
+    let mut l = Linker::new();
+    let paths = ["/users/1", "/users/2?x=1", "/orders"];
+    for (i, path) in paths.iter().enumerate() {
+        let inbound = conn(1 + i as u64, 200, "127.0.0.1:8000", &format!("127.0.0.1:{}", 40000 + i), Role::Server);
+        l.request_started(&inbound, Role::Server, 0, &request("GET", path), 10 + i as u64, 200);
+    }
+    // One kept-alive upstream connection, requests in another order; the
+    // second is in absolute form, as a forward proxy may send it.
+    let upstream = conn(9, 200, "127.0.0.1:41000", "127.0.0.1:9000", Role::Client);
+    l.request_started(&upstream, Role::Client, 0, &request("GET", "/orders"), 20, 200);
+    l.request_started(&upstream, Role::Client, 1, &request("GET", "http://app:9000/users/1"), 21, 200);
+    l.request_started(&upstream, Role::Client, 2, &request("GET", "/users/2?x=1"), 22, 200);
+    let calls: Vec<TraceCtx> = (0..3).map(|seq| l.finish(9, seq)).collect();
+    let served: Vec<TraceCtx> = (0..3).map(|i| l.finish(1 + i, 0)).collect();
+    for (call, by) in [(0, 2), (1, 0), (2, 1)] {
+        assert_eq!(calls[call].parent_span_id, Some(served[by].span_id), "call {call}");
+        assert_eq!(calls[call].trace_id, served[by].trace_id);
+    }
+    assert_eq!(l.stats.linked_by_forwarding, 3);
+}
+
+#[test]
+fn forwarding_links_only_a_single_unforwarded_match() {
+    let mut l = Linker::new();
+    let in1 = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let in2 = conn(2, 200, "127.0.0.1:8000", "127.0.0.1:40001", Role::Server);
+    let in3 = conn(3, 200, "127.0.0.1:8000", "127.0.0.1:40002", Role::Server);
+    let out = conn(9, 200, "127.0.0.1:41000", "127.0.0.1:9000", Role::Client);
+    l.request_started(&in1, Role::Server, 0, &request("GET", "/same"), 10, 200);
+    l.request_started(&in2, Role::Server, 0, &request("GET", "/same"), 11, 200);
+    l.request_started(&in3, Role::Server, 0, &request("GET", "/once"), 12, 200);
+    // Two requests it could forward: which one is unknown, so neither.
+    l.request_started(&out, Role::Client, 0, &request("GET", "/same"), 20, 200);
+    // Another method, or a target no request has: not a forwarding.
+    l.request_started(&out, Role::Client, 1, &request("POST", "/once"), 21, 200);
+    l.request_started(&out, Role::Client, 2, &request("GET", "/elsewhere"), 22, 200);
+    // The first repeat of /once is its forwarding; a second is not.
+    l.request_started(&out, Role::Client, 3, &request("GET", "/once"), 23, 200);
+    l.request_started(&out, Role::Client, 4, &request("GET", "/once"), 24, 200);
+    let calls: Vec<TraceCtx> = (0..5).map(|seq| l.finish(9, seq)).collect();
+    let once = l.finish(3, 0);
+    for seq in [0, 1, 2, 4] {
+        assert_eq!(calls[seq].parent_span_id, None, "call {seq}");
+    }
+    assert_eq!(calls[3].parent_span_id, Some(once.span_id));
+    assert_eq!(l.stats.linked_by_forwarding, 1);
+}
+
+#[test]
+fn go_calls_are_never_linked_by_their_request_line() {
+    let mut l = Linker::new();
+    l.threads_do_not_follow_requests(200);
+    let in1 = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
+    let in2 = conn(2, 200, "127.0.0.1:8000", "127.0.0.1:40001", Role::Server);
+    let out = conn(9, 200, "127.0.0.1:41000", "127.0.0.1:9000", Role::Client);
+    l.request_started(&in1, Role::Server, 0, &request("GET", "/a"), 10, 201);
+    l.request_started(&in2, Role::Server, 0, &request("GET", "/b"), 11, 201);
+    // The goroutine serving another /a request could run on thread 201.
+    l.request_started(&out, Role::Client, 0, &request("GET", "/a"), 20, 201);
+    assert_eq!(l.finish(9, 0).parent_span_id, None);
+    assert_eq!(l.stats.linked_by_forwarding, 0);
 }
 
 #[test]
