@@ -86,6 +86,24 @@ fn check_trace(spans: &[ReceivedSpan], chain: &Chain, n: u32) {
     assert_eq!(b_server.attr_str("url.path"), Some(format!("/hop/{n}").as_str()));
 }
 
+/// `count` curls at once, each for `/hop/N` on `port` (the chain, or a
+/// proxy in front of it), each checked to get the chain's answer.
+fn get_hops_at_once(port: u16, count: usize) {
+    let children: Vec<_> = (0..count)
+        .map(|n| {
+            Command::new("curl")
+                .args(["-sS", "--max-time", "20", &format!("http://127.0.0.1:{port}/hop/{n}")])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (n, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{n}>{n}>item-{n}"));
+    }
+}
+
 #[test]
 fn three_services_form_one_trace() {
     if !prerequisites() {
@@ -113,19 +131,7 @@ fn concurrent_requests_never_cross_link() {
     let chain = start_chain();
     let kspan = kspan_for(&chain, &receiver);
     // Twenty clients at once: A and B serve them on parallel threads.
-    let children: Vec<_> = (0..20)
-        .map(|n| {
-            Command::new("curl")
-                .args(["-sS", "--max-time", "20", &format!("http://127.0.0.1:{}/hop/{n}", chain.a.port())])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (n, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{n}>{n}>item-{n}"));
-    }
+    get_hops_at_once(chain.a.port(), 20);
     let spans = receiver
         .wait_for(WAIT, |s| {
             let mut per_path: HashMap<&str, usize> = HashMap::new();
@@ -171,19 +177,7 @@ fn nginx_reverse_proxy_keeps_concurrent_requests_whole() {
     let kspan = kspan_on_ports(&[port, chain.a.port(), chain.b.port(), chain.c.port()], &receiver);
 
     let requests = 16;
-    let children: Vec<_> = (0..requests)
-        .map(|n| {
-            Command::new("curl")
-                .args(["-sS", "--max-time", "20", &format!("http://127.0.0.1:{port}/hop/{n}")])
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (n, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{n}>{n}>item-{n}"));
-    }
+    get_hops_at_once(port, requests);
     // The worker's spans: it is the master's child.
     let of_nginx = |s: &ReceivedSpan| s.resource_i64("process.parent_pid") == Some(i64::from(nginx.pid()));
     let spans = receiver
