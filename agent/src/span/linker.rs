@@ -577,19 +577,20 @@ impl Linker {
     /// nginx, Envoy, HAProxy, Node.js), the one a call forwards: the only
     /// request in flight on the thread, not forwarded yet, with the same
     /// method and target. A proxy repeats the request line upstream; two
-    /// such requests at once stay unlinked rather than risk a swap. Not for
-    /// Go: a goroutine may forward on a thread that read another request
-    /// with the same line.
+    /// such requests at once stay unlinked rather than risk a swap. In Go
+    /// (Traefik, Caddy) a goroutine may forward on any thread, so the
+    /// match must be the only one in the whole process.
     fn forwarded_request(&mut self, pid: u32, tid: u32, head: &Propagation) -> Option<NodeRef> {
-        if self.thread_agnostic.contains(&pid) {
-            return None;
-        }
         let key = head.forwarding_key()?;
-        let list = self.inflight.get(&(pid, tid))?;
-        let mut same = list.iter().filter(|n| {
+        let forwards = |n: &&NodeRef| {
             let n = n.borrow();
             !n.done && !n.forwarded && n.forwarding_key == Some(key)
-        });
+        };
+        let mut same: Box<dyn Iterator<Item = &NodeRef>> = if self.thread_agnostic.contains(&pid) {
+            Box::new(self.inflight.iter().filter(|((p, _), _)| *p == pid).flat_map(|(_, list)| list).filter(forwards))
+        } else {
+            Box::new(self.inflight.get(&(pid, tid))?.iter().filter(forwards))
+        };
         let node = same.next()?.clone();
         if same.next().is_some() {
             return None;

@@ -151,18 +151,26 @@ fn forwarding_links_only_a_single_unforwarded_match() {
 }
 
 #[test]
-fn go_calls_are_never_linked_by_their_request_line() {
+fn go_forwarding_is_matched_across_the_whole_process() {
     let mut l = Linker::new();
     l.threads_do_not_follow_requests(200);
     let in1 = conn(1, 200, "127.0.0.1:8000", "127.0.0.1:40000", Role::Server);
     let in2 = conn(2, 200, "127.0.0.1:8000", "127.0.0.1:40001", Role::Server);
+    let in3 = conn(3, 200, "127.0.0.1:8000", "127.0.0.1:40002", Role::Server);
     let out = conn(9, 200, "127.0.0.1:41000", "127.0.0.1:9000", Role::Client);
+    // Read on three threads; the goroutines forward from others.
     l.request_started(&in1, Role::Server, 0, &request("GET", "/a"), 10, 201);
-    l.request_started(&in2, Role::Server, 0, &request("GET", "/b"), 11, 201);
-    // The goroutine serving another /a request could run on thread 201.
-    l.request_started(&out, Role::Client, 0, &request("GET", "/a"), 20, 201);
-    assert_eq!(l.finish(9, 0).parent_span_id, None);
-    assert_eq!(l.stats.linked_by_forwarding, 0);
+    l.request_started(&in2, Role::Server, 0, &request("GET", "/b"), 11, 202);
+    l.request_started(&in3, Role::Server, 0, &request("GET", "/b"), 12, 203);
+    l.request_started(&out, Role::Client, 0, &request("GET", "/a"), 20, 202);
+    // Two /b requests in the process: which one this is, is unknown, even
+    // though only one of them was read on the forwarding thread.
+    l.request_started(&out, Role::Client, 1, &request("GET", "/b"), 21, 202);
+    let calls = (l.finish(9, 0), l.finish(9, 1));
+    let a = l.finish(1, 0);
+    assert_eq!(calls.0.parent_span_id, Some(a.span_id));
+    assert_eq!(calls.1.parent_span_id, None);
+    assert_eq!(l.stats.linked_by_forwarding, 1);
 }
 
 #[test]
