@@ -8,7 +8,9 @@
 //! only skips kspan's own connections, so apps exporting to the same
 //! collector are still traced.)
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::mem::ManuallyDrop;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{FromRawFd, RawFd};
 use std::path::Path;
 
 use super::{Connection, canonical};
@@ -30,7 +32,8 @@ pub struct OwnExport {
 
 impl OwnExport {
     pub fn new(port: u16) -> Self {
-        Self { port, netns: own_netns().unwrap_or(0), local_addrs: Vec::new() }
+        let netns = crate::process::netns_inode(Path::new("/proc"), std::process::id());
+        Self { port, netns: netns.and_then(|n| u32::try_from(n).ok()).unwrap_or(0), local_addrs: Vec::new() }
     }
 
     /// Whether `conn` is a server connection whose client is one of kspan's
@@ -54,61 +57,29 @@ impl OwnExport {
     }
 }
 
-fn own_netns() -> Option<u32> {
-    let link = std::fs::read_link("/proc/self/ns/net").ok()?;
-    let text = link.to_str()?;
-    text.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
-}
-
 /// Local addresses of kspan's IP sockets, from its open descriptors.
 fn own_socket_addrs() -> Vec<SocketAddr> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return Vec::new() };
     dir.flatten()
-        .filter_map(|entry| {
-            let fd: i32 = entry.file_name().to_str()?.parse().ok()?;
-            is_socket(&entry.path()).then(|| local_addr(fd)).flatten()
-        })
+        .filter_map(|entry| local_addr(entry.file_name().to_str()?.parse().ok()?))
         .take(MAX_OWN_SOCKETS)
         .collect()
 }
 
-fn is_socket(fd_link: &Path) -> bool {
-    std::fs::read_link(fd_link).is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
-}
-
-/// The socket's bound address; `None` for non-IP sockets. The descriptor
-/// may have been closed (even reused) since it was listed: the worst that
-/// does is a wrong or missing address for one look.
-fn local_addr(fd: i32) -> Option<SocketAddr> {
-    // SAFETY: sockaddr_storage is plain data, large enough for any family,
-    // and getsockname writes at most `len` bytes into it.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let rc = unsafe { libc::getsockname(fd, (&raw mut storage).cast(), &mut len) };
-    if rc != 0 {
-        return None;
-    }
-    let addr = match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin: libc::sockaddr_in = unsafe { std::ptr::read((&raw const storage).cast()) };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((&raw const storage).cast()) };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            SocketAddr::new(IpAddr::V6(ip), u16::from_be(sin6.sin6_port))
-        }
-        _ => return None,
-    };
-    Some(canonical(addr))
+/// The socket's bound address; `None` for a descriptor that is not an IP
+/// socket (getsockname fails, or names another family). The descriptor may
+/// have been closed (even reused) since it was listed: the worst that does
+/// is a wrong or missing address for one look.
+fn local_addr(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: the stream is never dropped, so the descriptor, which kspan
+    // does not own here, is not closed; it is only asked its address.
+    let socket = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
+    socket.local_addr().ok().map(canonical)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::{TcpListener, TcpStream};
+    use std::net::{IpAddr, TcpListener};
 
     use kspan_common::Role;
 

@@ -140,8 +140,9 @@ impl Streams {
         let chunk = Chunk { data: rec.payload, size: rec.size, enter_ns: rec.enter_ns, exit_ns: rec.exit_ns };
         let mut broken = false;
         for h in &held {
-            self.stats.bytes_parsed += h.chunk().data.len() as u64;
-            broken = broken || feed(parser, role, conn, h.direction, h.tid, &h.chunk(), out);
+            let chunk = h.chunk();
+            self.stats.bytes_parsed += chunk.data.len() as u64;
+            broken = broken || feed(parser, role, conn, h.direction, h.tid, &chunk, out);
         }
         self.stats.bytes_parsed += rec.payload.len() as u64;
         if broken || feed(parser, role, conn, rec.direction, rec.tid, &chunk, out) {
