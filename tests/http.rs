@@ -184,16 +184,12 @@ fn node_and_nginx_over_http_protobuf() {
     let _node = Server::spawn(node, node_port).expect("node app starts");
     let nginx_port = free_port();
     let dir = TempDir::new().unwrap();
-    let conf = dir.join("nginx.conf");
     let server = format!(
         "listen 127.0.0.1:{nginx_port};\n\
          location /static/ {{ return 200 \"static\\n\"; }}\n\
          location /empty {{ return 204; }}"
     );
-    std::fs::write(&conf, nginx_config(dir.path(), "", &server)).unwrap();
-    let mut nginx = Command::new("nginx");
-    nginx.arg("-c").arg(&conf);
-    let _nginx = Server::spawn(nginx, nginx_port).expect("nginx starts");
+    let _nginx = start_nginx(dir.path(), "", &server, nginx_port).expect("nginx starts");
     let kspan = kspan_exporting(&receiver, "http/protobuf", &format!("{node_port},{nginx_port}"));
 
     assert_eq!(curl(&[&format!("http://127.0.0.1:{node_port}/items/42")]), "item-42");
@@ -233,12 +229,8 @@ fn nginx_sendfile_keepalive_responses() {
     let body = vec![b'x'; 65536];
     std::fs::create_dir_all(dir.join("www/files")).unwrap();
     std::fs::write(dir.join("www/files/big.bin"), &body).unwrap();
-    let conf = dir.join("nginx.conf");
     let server = format!("listen 127.0.0.1:{port}; root {}/www; location /empty {{ return 204; }}", dir.path().display());
-    std::fs::write(&conf, nginx_config(dir.path(), "sendfile on;", &server)).unwrap();
-    let mut nginx = Command::new("nginx");
-    nginx.arg("-c").arg(&conf);
-    let _nginx = Server::spawn(nginx, port).expect("nginx starts");
+    let _nginx = start_nginx(dir.path(), "sendfile on;", &server, port).expect("nginx starts");
     let kspan = kspan_exporting(&receiver, "grpc", &port.to_string());
     let file = format!("http://127.0.0.1:{port}/files/big.bin");
     // One curl, one connection: the requests follow each other on it.

@@ -379,7 +379,6 @@ fn nginx_https_http2_and_http1() {
     let receiver = Receiver::start().expect("receiver");
     let port = free_port();
     let dir = TempDir::new().unwrap();
-    let conf = dir.join("nginx.conf");
     let server = format!(
         "listen 127.0.0.1:{port} ssl http2;\n\
          ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;\n\
@@ -388,10 +387,7 @@ fn nginx_https_http2_and_http1() {
         cert = pki.join("server.pem").display(),
         key = pki.join("server.key").display(),
     );
-    std::fs::write(&conf, nginx_config(dir.path(), "", &server)).unwrap();
-    let mut nginx = Command::new("nginx");
-    nginx.arg("-c").arg(&conf);
-    let _nginx = Server::spawn(nginx, port).expect("nginx starts");
+    let _nginx = start_nginx(dir.path(), "", &server, port).expect("nginx starts");
     let kspan = kspan_on_ports(&[port], &receiver, &[]);
 
     let base = format!("https://127.0.0.1:{port}");

@@ -164,16 +164,12 @@ fn nginx_reverse_proxy_keeps_concurrent_requests_whole() {
     let chain = start_chain();
     let dir = TempDir::new().unwrap();
     let port = free_port();
-    let conf = dir.join("nginx.conf");
     let upstream = format!("upstream chain {{ server 127.0.0.1:{}; keepalive 8; }}", chain.a.port());
     let server = format!(
         "listen 127.0.0.1:{port}; location / {{ proxy_pass http://chain; proxy_http_version 1.1; \
          proxy_set_header Connection \"\"; }}"
     );
-    std::fs::write(&conf, nginx_config(dir.path(), &upstream, &server)).unwrap();
-    let mut cmd = Command::new("nginx");
-    cmd.arg("-c").arg(&conf);
-    let nginx = Server::spawn(cmd, port).expect("nginx");
+    let nginx = start_nginx(dir.path(), &upstream, &server, port).expect("nginx");
     let kspan = kspan_on_ports(&[port, chain.a.port(), chain.b.port(), chain.c.port()], &receiver);
 
     let requests = 16;

@@ -170,3 +170,12 @@ pub fn nginx_config(dir: &Path, http_extra: &str, server: &str) -> String {
         d = dir.display()
     )
 }
+
+/// nginx running [`nginx_config`], written to `dir`, once it listens on `port`.
+pub fn start_nginx(dir: &Path, http_extra: &str, server: &str, port: u16) -> Result<Server> {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, nginx_config(dir, http_extra, server))?;
+    let mut nginx = Command::new("nginx");
+    nginx.arg("-c").arg(&conf);
+    Server::spawn(nginx, port)
+}
