@@ -579,3 +579,97 @@ fn kspan_does_not_trace_its_own_exports() {
         assert!(own.is_empty(), "{protocol}: spans of kspan's own exports: {own:#?}");
     }
 }
+
+/// A cgroup as a container runtime makes one under Kubernetes (the id in
+/// its name), for the processes started through `enter`; removed on drop.
+struct ContainerCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl ContainerCgroup {
+    fn create(id: &str) -> ContainerCgroup {
+        // cgroup v2, alone or beside v1 (hybrid), else v1's pids hierarchy.
+        let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/pids"]
+            .iter()
+            .map(std::path::Path::new)
+            .find(|root| root.join("cgroup.procs").exists())
+            .expect("a cgroup hierarchy to create the container's cgroup in");
+        let dir = root.join(format!("kspan-test-{}", std::process::id())).join(format!("cri-containerd-{id}.scope"));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        ContainerCgroup { dir }
+    }
+
+    /// `cmd`, run from inside the cgroup from its first instruction on.
+    fn enter(&self, cmd: &Command) -> Command {
+        let mut shell = Command::new("sh");
+        let argv: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| format!("'{}'", a.to_string_lossy()))
+            .collect();
+        shell.arg("-c").arg(format!("echo $$ > '{}/cgroup.procs' && exec {}", self.dir.display(), argv.join(" ")));
+        shell
+    }
+}
+
+impl Drop for ContainerCgroup {
+    fn drop(&mut self) {
+        // A cgroup can be removed once its last process has been reaped.
+        wait_until(WAIT, POLL, || std::fs::remove_dir(&self.dir).is_ok());
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// On a Kubernetes node every pod may run `python app.py`: its processes
+/// are named after the workload that owns the pod, which kspan learns from
+/// the kubelet's log links and the container id in the process's cgroup.
+#[test]
+fn pod_processes_are_named_by_their_workload() {
+    if !prerequisites() {
+        return;
+    }
+    let id = format!("{:064x}", u128::from(std::process::id()) << 64 | 0x6b7370616e);
+    let pod_logs = TempDir::new().unwrap();
+    let pod = "orders-5d78c9869d-x2kq9";
+    std::fs::write(pod_logs.join(format!("{pod}_shop_app-{id}.log")), b"").unwrap();
+    // A container of another pod, to be told apart.
+    let other = id.replace('6', "7");
+    std::fs::write(pod_logs.join(format!("web-0_shop_nginx-{other}.log")), b"").unwrap();
+
+    let receiver = Receiver::start().expect("receiver");
+    let cgroup = ContainerCgroup::create(&id);
+    let port = free_port();
+    let mut app = Command::new(python());
+    app.arg(repo_root().join("tests/peers/http_app.py")).arg(port.to_string());
+    let app = Server::spawn(cgroup.enter(&app), port).expect("python app starts in its container's cgroup");
+    let kspan = Kspan::start(
+        &["--open-ports", &port.to_string(), "--pod-logs", &pod_logs.path().to_string_lossy()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .expect("kspan starts");
+    curl(&[&format!("http://127.0.0.1:{port}/users/1")]);
+    let spans = receiver
+        .wait_for(WAIT, |s| has(s, "SERVER", "orders", "GET /users/{id}", 1) && has(s, "CLIENT", "curl", "GET /users/{id}", 1))
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    let server = find(&spans, "SERVER", "orders", "GET /users/{id}")[0];
+    for (key, want) in [
+        ("container.id", id.as_str()),
+        ("k8s.namespace.name", "shop"),
+        ("k8s.pod.name", pod),
+        ("k8s.container.name", "app"),
+        ("k8s.deployment.name", "orders"),
+        ("service.namespace", "shop"),
+    ] {
+        assert_eq!(server.resource_str(key), Some(want), "{key}: {}", server.pretty());
+    }
+    // curl runs outside any container: named by what it runs.
+    let client = find(&spans, "CLIENT", "curl", "GET /users/{id}")[0];
+    assert_eq!(client.resource_str("k8s.pod.name"), None, "{}", client.pretty());
+    drop(kspan);
+    drop(app);
+}

@@ -111,6 +111,9 @@ impl Agent {
         if let Some(port) = export_port {
             pipeline.conns.recognise_own_export(port);
         }
+        if pipeline.registry.name_pods_from(&config.pod_logs) {
+            tracing::info!(dir = %config.pod_logs.display(), "naming pods' processes by their workload");
+        }
         let published = match config.metrics_addr {
             None => None,
             Some(addr) => {

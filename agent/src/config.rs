@@ -156,6 +156,12 @@ pub struct Cli {
     #[arg(long, env = "KSPAN_BTF")]
     pub btf: Option<PathBuf>,
 
+    /// The kubelet's container log links (`<pod>_<namespace>_<container>-<id>.log`):
+    /// where present, a pod's processes are named after the workload that owns
+    /// the pod and get `k8s.*` attributes. Default `/var/log/containers`.
+    #[arg(long, env = "KSPAN_POD_LOGS")]
+    pub pod_logs: Option<PathBuf>,
+
     /// Log filter (`info`, `debug`, `kspan=debug`...).
     #[arg(long, env = "KSPAN_LOG")]
     pub log: Option<String>,
@@ -180,6 +186,7 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub events_log: Option<PathBuf>,
     pub btf: PathBuf,
+    pub pod_logs: PathBuf,
     pub log: String,
 }
 
@@ -223,6 +230,7 @@ impl Cli {
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             events_log: self.events_log.or(file.events_log),
             btf: self.btf.or(file.btf).unwrap_or_else(|| PathBuf::from(crate::capture::btf::VMLINUX_BTF)),
+            pod_logs: self.pod_logs.or(file.pod_logs).unwrap_or_else(|| PathBuf::from("/var/log/containers")),
             log: self.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
         })
     }

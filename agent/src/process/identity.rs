@@ -4,7 +4,9 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use crate::process::ProcError;
+use std::sync::Arc;
+
+use crate::process::{ProcError, kubernetes::PodContainer};
 use crate::span::model::{AttrValue, Resource};
 
 use super::service_name::{interpreted_service_name, sdk_language};
@@ -31,10 +33,14 @@ pub struct ProcessInfo {
     /// The process's own OTel configuration if it has one, else inferred
     /// from what it runs (see [`ProcessInfo::read`]).
     pub service_name: String,
+    /// `service_name` came from the process's own OTel configuration.
+    pub service_name_configured: bool,
     /// Parsed `OTEL_RESOURCE_ATTRIBUTES` of the process, in order, deduplicated.
     pub extra_resource: Vec<(String, String)>,
     /// 64-hex container id from `/proc/PID/cgroup`; `None` on the host.
     pub container_id: Option<String>,
+    /// The Kubernetes pod of the container (see [`ProcessInfo::in_pod`]).
+    pub pod: Option<Arc<PodContainer>>,
     /// See [`netns_inode`].
     pub netns_inode: Option<u64>,
 }
@@ -88,9 +94,11 @@ impl ProcessInfo {
             }
         };
         let extra_resource = attrs_raw.as_deref().map(parse_resource_attributes).unwrap_or_default();
-        let service_name = env_service
+        let configured_name = env_service
             .or_else(|| extra_resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()))
-            .filter(|s| !s.is_empty())
+            .filter(|s| !s.is_empty());
+        let service_name_configured = configured_name.is_some();
+        let service_name = configured_name
             .or_else(|| interpreted_service_name(&exe_name, &cmdline))
             .or_else(|| started_through_link(&dir, exe_path.as_deref(), &comm))
             .unwrap_or_else(|| if exe_name.is_empty() { "unknown_service".into() } else { exe_name.clone() });
@@ -104,15 +112,24 @@ impl ProcessInfo {
             comm,
             cmdline,
             service_name,
+            service_name_configured,
             extra_resource,
             container_id,
+            pod: None,
             netns_inode: netns_inode(proc_root, pid),
         })
     }
+
+    /// The process runs in a Kubernetes pod: unless it names itself, it is
+    /// the service of the workload that owns the pod.
+    pub fn in_pod(&mut self, pod: Arc<PodContainer>) {
+        if !self.service_name_configured {
+            self.service_name = pod.service_name().to_owned();
+        }
+        self.pod = Some(pod);
+    }
 }
 
-/// Inode of the network namespace of `pid` (readlink `/proc/PID/ns/net`,
-/// `net:[4026531840]`); `None` if kspan may not look or the process is gone.
 /// The name a multi-call binary was started by: `redis-server` is a link to
 /// `redis-check-rdb`, busybox applets are links to `busybox`. The kernel
 /// keeps the name exec'd (not the link's target) as comm, so a link named
@@ -129,6 +146,8 @@ fn started_through_link(proc_dir: &Path, exe_path: Option<&str>, comm: &str) -> 
     (target.file_name()? == exe_base).then(|| comm.to_owned())
 }
 
+/// Inode of the network namespace of `pid` (readlink `/proc/PID/ns/net`,
+/// `net:[4026531840]`); `None` if kspan may not look or the process is gone.
 pub fn netns_inode(proc_root: &Path, pid: u32) -> Option<u64> {
     let link = fs::read_link(proc_root.join(pid.to_string()).join("ns/net")).ok()?;
     link.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
@@ -231,15 +250,21 @@ pub fn build_resource(info: &ProcessInfo, host: &HostInfo, sdk_version: &str) ->
     if let Some(id) = &info.container_id {
         put("container.id", id.clone().into());
     }
+    for (key, value) in info.pod.iter().flat_map(|pod| pod.attributes()) {
+        put(key, value.into());
+    }
     put("telemetry.sdk.name", "kspan".into());
     put("telemetry.sdk.version", sdk_version.to_owned().into());
     if let Some(lang) = sdk_language(&info.exe_name) {
         put("telemetry.sdk.language", lang.into());
     }
     put("telemetry.distro.name", "kspan".into());
-    for (k, v) in info.extra_resource.iter().chain(&host.node_attributes) {
-        if !attrs.iter().any(|(have, _)| have == k) {
-            attrs.push((k.clone(), v.clone().into()));
+    // The conventions' `service.namespace` for a pod, unless the process
+    // sets its own.
+    let pod_namespace = info.pod.iter().map(|pod| ("service.namespace".to_owned(), pod.namespace.clone()));
+    for (k, v) in info.extra_resource.iter().cloned().chain(pod_namespace).chain(host.node_attributes.iter().cloned()) {
+        if !attrs.iter().any(|(have, _)| *have == k) {
+            attrs.push((k, v.into()));
         }
     }
     Resource {
@@ -560,8 +585,10 @@ mod tests {
             comm: "python3".into(),
             cmdline: argv("python3 app.py --password hunter2"),
             service_name: "app".into(),
+            service_name_configured: false,
             extra_resource: vec![("process.pid".into(), "1".into()), ("team".into(), "core".into())],
             container_id: Some("b".repeat(64)),
+            pod: None,
             netns_inode: Some(1),
         };
         let host = HostInfo {
@@ -602,6 +629,44 @@ mod tests {
         assert_eq!(attr(&r, "service.instance.id"), s("mine").as_ref());
         assert_eq!(attr(&r, "telemetry.sdk.language"), None);
         assert_eq!(attr(&r, "host.id").or(attr(&r, "container.id")), None);
+        assert_eq!(attr(&r, "k8s.pod.name").or(attr(&r, "service.namespace")), None);
+    }
+
+    #[test]
+    fn a_pods_process_is_its_workloads_service() {
+        use crate::process::kubernetes::{Owner, OwnerKind};
+        let pod = Arc::new(PodContainer {
+            namespace: "shop".into(),
+            pod: "checkout-5d78c9869d-x2kq9".into(),
+            container: "app".into(),
+            owner: Some(Owner { kind: OwnerKind::Deployment, name: "checkout".into() }),
+        });
+        let mut info = ProcessInfo::read(Path::new("/proc"), std::process::id()).unwrap();
+        info.service_name_configured = false;
+        info.in_pod(pod.clone());
+        let host = HostInfo { host_name: "h".into(), host_id: None, node_attributes: Vec::new() };
+        let r = build_resource(&info, &host, "0.1.0");
+        let s = |v: &str| Some(AttrValue::from(v.to_owned()));
+        assert_eq!(r.service_name, "checkout");
+        assert_eq!(attr(&r, "service.name"), s("checkout").as_ref());
+        assert_eq!(attr(&r, "service.namespace"), s("shop").as_ref());
+        assert_eq!(attr(&r, "k8s.namespace.name"), s("shop").as_ref());
+        assert_eq!(attr(&r, "k8s.pod.name"), s("checkout-5d78c9869d-x2kq9").as_ref());
+        assert_eq!(attr(&r, "k8s.container.name"), s("app").as_ref());
+        assert_eq!(attr(&r, "k8s.deployment.name"), s("checkout").as_ref());
+
+        // A process that names itself keeps its name and namespace.
+        let mut info = ProcessInfo::read(Path::new("/proc"), std::process::id()).unwrap();
+        info.service_name = "billing".into();
+        info.service_name_configured = true;
+        info.extra_resource = vec![("service.namespace".into(), "finance".into())];
+        info.in_pod(pod);
+        let r = build_resource(&info, &host, "0.1.0");
+        assert_eq!(attr(&r, "service.name"), s("billing").as_ref());
+        assert_eq!(attr(&r, "service.namespace"), s("finance").as_ref());
+        assert_eq!(attr(&r, "k8s.pod.name"), s("checkout-5d78c9869d-x2kq9").as_ref());
+        let keys: HashSet<&str> = r.attributes.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys.len(), r.attributes.len(), "duplicate keys");
     }
 
     #[test]

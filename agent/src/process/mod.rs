@@ -2,6 +2,7 @@
 //! spans go out under), read from procfs.
 
 mod identity;
+pub mod kubernetes;
 mod service_name;
 pub mod registry;
 pub mod runtime;

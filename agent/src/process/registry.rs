@@ -3,11 +3,11 @@
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
-use super::{HostInfo, ProcessInfo, build_resource, runtime};
+use super::{HostInfo, ProcessInfo, build_resource, kubernetes::PodDirectory, runtime};
 use crate::span::model::{AttrValue, Resource};
 
 struct Known {
@@ -26,6 +26,8 @@ pub struct Registry {
     /// Forked children, by pid, and their parent's pid: a child that is
     /// gone before its /proc is read is its parent's service until it execs.
     parents: HashMap<u32, u32>,
+    /// On a Kubernetes node, which pod each container is.
+    pods: Option<PodDirectory>,
     capacity: usize,
 }
 
@@ -37,8 +39,17 @@ impl Registry {
             cache: HashMap::new(),
             comms: HashMap::new(),
             parents: HashMap::new(),
+            pods: None,
             capacity: capacity.max(1),
         }
+    }
+
+    /// Names containerised processes by their Kubernetes pod, from the
+    /// kubelet's log links in `dir` (see `kubernetes`). False, and nothing
+    /// changes, when `dir` does not exist.
+    pub fn name_pods_from(&mut self, dir: &Path) -> bool {
+        self.pods = PodDirectory::open(dir, self.capacity);
+        self.pods.is_some()
     }
 
     /// Reads `pid`'s identity now, while it is alive (short-lived clients
@@ -81,7 +92,12 @@ impl Registry {
         }
         // A zombie (exited, not yet reaped) has no cmdline or exe left to
         // name it by, like a process already gone.
-        let alive = read.ok().filter(|info| !info.cmdline.is_empty() || info.exe_path.is_some());
+        let mut alive = read.ok().filter(|info| !info.cmdline.is_empty() || info.exe_path.is_some());
+        if let (Some(info), Some(pods)) = (&mut alive, &mut self.pods)
+            && let Some(pod) = info.container_id.as_deref().and_then(|id| pods.lookup(id))
+        {
+            info.in_pod(pod);
+        }
         // Taken, not read, when used: the child's resource is cached below,
         // and with pid reuse two gone pids could name each other as parent.
         let parent = if alive.is_none() { self.parents.remove(&pid) } else { None };

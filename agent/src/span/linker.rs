@@ -233,6 +233,8 @@ impl Waiting {
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinkStats {
+    /// Calls given a parent in their own process, by any rule: the two
+    /// below are counted here too.
     pub linked_in_process: u64,
     pub linked_same_host: u64,
     /// Calls by a thread serving nothing, given the process's one request in
