@@ -587,14 +587,16 @@ struct ContainerCgroup {
 }
 
 impl ContainerCgroup {
-    fn create(id: &str) -> ContainerCgroup {
+    fn create(pod_uid: &str, id: &str) -> ContainerCgroup {
         // cgroup v2, alone or beside v1 (hybrid), else v1's pids hierarchy.
         let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/pids"]
             .iter()
             .map(std::path::Path::new)
             .find(|root| root.join("cgroup.procs").exists())
             .expect("a cgroup hierarchy to create the container's cgroup in");
-        let dir = root.join(format!("kspan-test-{}", std::process::id())).join(format!("cri-containerd-{id}.scope"));
+        // As the kubelet's systemd cgroup driver names them.
+        let pod = format!("kubepods-besteffort-pod{}.slice", pod_uid.replace('-', "_"));
+        let dir = root.join(format!("kspan-test-{}", std::process::id())).join(pod).join(format!("cri-containerd-{id}.scope"));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         ContainerCgroup { dir }
     }
@@ -615,7 +617,7 @@ impl Drop for ContainerCgroup {
     fn drop(&mut self) {
         // A cgroup can be removed once its last process has been reaped.
         wait_until(WAIT, POLL, || std::fs::remove_dir(&self.dir).is_ok());
-        if let Some(parent) = self.dir.parent() {
+        for parent in self.dir.ancestors().skip(1).take(2) {
             let _ = std::fs::remove_dir(parent);
         }
     }
@@ -638,7 +640,8 @@ fn pod_processes_are_named_by_their_workload() {
     std::fs::write(pod_logs.join(format!("web-0_shop_nginx-{other}.log")), b"").unwrap();
 
     let receiver = Receiver::start().expect("receiver");
-    let cgroup = ContainerCgroup::create(&id);
+    let pod_uid = "0c1d2e3f-4a5b-4c6d-8e7f-a0b1c2d3e4f5";
+    let cgroup = ContainerCgroup::create(pod_uid, &id);
     let port = free_port();
     let mut app = Command::new(python());
     app.arg(repo_root().join("tests/peers/http_app.py")).arg(port.to_string());
@@ -659,6 +662,7 @@ fn pod_processes_are_named_by_their_workload() {
     let server = find(&spans, "SERVER", "orders", "GET /users/{id}")[0];
     for (key, want) in [
         ("container.id", id.as_str()),
+        ("k8s.pod.uid", pod_uid),
         ("k8s.namespace.name", "shop"),
         ("k8s.pod.name", pod),
         ("k8s.container.name", "app"),

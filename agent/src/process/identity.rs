@@ -6,7 +6,10 @@ use std::path::Path;
 
 use std::sync::Arc;
 
-use crate::process::{ProcError, kubernetes::PodContainer};
+use crate::process::{
+    ProcError,
+    kubernetes::{PodContainer, pod_uid_from_cgroup},
+};
 use crate::span::model::{AttrValue, Resource};
 
 use super::service_name::{interpreted_service_name, sdk_language};
@@ -39,6 +42,8 @@ pub struct ProcessInfo {
     pub extra_resource: Vec<(String, String)>,
     /// 64-hex container id from `/proc/PID/cgroup`; `None` on the host.
     pub container_id: Option<String>,
+    /// UID of the Kubernetes pod of the container, from its cgroup.
+    pub pod_uid: Option<String>,
     /// The Kubernetes pod of the container (see [`ProcessInfo::in_pod`]).
     pub pod: Option<Arc<PodContainer>>,
     /// See [`netns_inode`].
@@ -102,7 +107,9 @@ impl ProcessInfo {
             .or_else(|| interpreted_service_name(&exe_name, &cmdline))
             .or_else(|| started_through_link(&dir, exe_path.as_deref(), &comm))
             .unwrap_or_else(|| if exe_name.is_empty() { "unknown_service".into() } else { exe_name.clone() });
-        let container_id = fs::read_to_string(dir.join("cgroup")).ok().and_then(|t| container_id_from_cgroup(&t));
+        let cgroup = fs::read_to_string(dir.join("cgroup")).ok();
+        let container_id = cgroup.as_deref().and_then(container_id_from_cgroup);
+        let pod_uid = cgroup.as_deref().and_then(pod_uid_from_cgroup);
         Ok(Self {
             pid,
             ppid,
@@ -115,6 +122,7 @@ impl ProcessInfo {
             service_name_configured,
             extra_resource,
             container_id,
+            pod_uid,
             pod: None,
             netns_inode: netns_inode(proc_root, pid),
         })
@@ -249,6 +257,9 @@ pub fn build_resource(info: &ProcessInfo, host: &HostInfo, sdk_version: &str) ->
     }
     if let Some(id) = &info.container_id {
         put("container.id", id.clone().into());
+    }
+    if let Some(uid) = &info.pod_uid {
+        put("k8s.pod.uid", uid.clone().into());
     }
     for (key, value) in info.pod.iter().flat_map(|pod| pod.attributes()) {
         put(key, value.into());
@@ -588,6 +599,7 @@ mod tests {
             service_name_configured: false,
             extra_resource: vec![("process.pid".into(), "1".into()), ("team".into(), "core".into())],
             container_id: Some("b".repeat(64)),
+            pod_uid: None,
             pod: None,
             netns_inode: Some(1),
         };
@@ -643,6 +655,7 @@ mod tests {
         });
         let mut info = ProcessInfo::read(Path::new("/proc"), std::process::id()).unwrap();
         info.service_name_configured = false;
+        info.pod_uid = Some("8d3f9a1e-1111-2222-3333-444455556666".into());
         info.in_pod(pod.clone());
         let host = HostInfo { host_name: "h".into(), host_id: None, node_attributes: Vec::new() };
         let r = build_resource(&info, &host, "0.1.0");
@@ -654,6 +667,7 @@ mod tests {
         assert_eq!(attr(&r, "k8s.pod.name"), s("checkout-5d78c9869d-x2kq9").as_ref());
         assert_eq!(attr(&r, "k8s.container.name"), s("app").as_ref());
         assert_eq!(attr(&r, "k8s.deployment.name"), s("checkout").as_ref());
+        assert_eq!(attr(&r, "k8s.pod.uid"), s("8d3f9a1e-1111-2222-3333-444455556666").as_ref());
 
         // A process that names itself keeps its name and namespace.
         let mut info = ProcessInfo::read(Path::new("/proc"), std::process::id()).unwrap();

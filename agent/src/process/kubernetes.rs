@@ -142,6 +142,26 @@ fn parse_log_link(name: &str) -> Option<(&str, PodContainer)> {
     Some((id, pod_container))
 }
 
+/// The pod's UID from a container's `/proc/PID/cgroup`: the kubelet puts
+/// each pod in a cgroup of its own, `pod<uid>` (cgroupfs driver) or
+/// `kubepods-<qos>-pod<uid, its dashes as underscores>.slice` (systemd
+/// driver). It lets a collector's `k8sattributes` processor add the pod's
+/// labels and annotations, which only the API server knows.
+pub fn pod_uid_from_cgroup(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        path.split(['/', ':']).find_map(|seg| {
+            // The last "pod": "kubepods" holds one too, a UID none.
+            let uid = &seg[seg.rfind("pod")? + 3..];
+            let uid = uid.strip_suffix(".slice").unwrap_or(uid).replace('_', "-");
+            let dashes_at = |i: usize| matches!(i, 8 | 13 | 18 | 23);
+            let well_formed = uid.len() == 36
+                && uid.bytes().enumerate().all(|(i, b)| if dashes_at(i) { b == b'-' } else { b.is_ascii_hexdigit() });
+            well_formed.then_some(uid)
+        })
+    })
+}
+
 /// Characters of the random suffixes Kubernetes gives generated names.
 fn is_suffix_char(b: u8) -> bool {
     b"bcdfghjklmnpqrstvwxz2456789".contains(&b)
@@ -242,6 +262,30 @@ mod tests {
         let (_, bare) = parse_log_link(&link).unwrap();
         assert_eq!(bare.service_name(), "debug");
         assert!(!bare.attributes().iter().any(|(k, _)| k.ends_with("deployment.name")));
+    }
+
+    #[test]
+    fn pod_uids_from_cgroups() {
+        let uid = "8d3f9a1e-1111-2222-3333-444455556666";
+        let systemd = uid.replace('-', "_");
+        for text in [
+            format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{systemd}.slice/cri-containerd-{ID}.scope"
+            ),
+            format!("0::/kubepods.slice/kubepods-pod{systemd}.slice/crio-{ID}.scope"),
+            format!("12:memory:/kubepods/besteffort/pod{uid}/{ID}\n0::/\n"),
+            format!("0::/system.slice/containerd.service/kubepods-besteffort-pod{systemd}.slice:cri-containerd:{ID}"),
+        ] {
+            assert_eq!(pod_uid_from_cgroup(&text).as_deref(), Some(uid), "{text}");
+        }
+        for text in [
+            format!("0::/system.slice/docker-{ID}.scope"),
+            "0::/kubepods.slice/kubepods-burstable.slice".to_owned(),
+            "0::/kubepods/podnot-a-uid/x".to_owned(),
+            format!("0::/kubepods/pod{}/x", &uid[1..]),
+        ] {
+            assert_eq!(pod_uid_from_cgroup(&text), None, "{text}");
+        }
     }
 
     #[test]
