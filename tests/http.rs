@@ -580,23 +580,22 @@ fn kspan_does_not_trace_its_own_exports() {
     }
 }
 
-/// A cgroup as a container runtime makes one under Kubernetes (the id in
-/// its name), for the processes started through `enter`; removed on drop.
+/// A cgroup as a container runtime makes one (the container id in its
+/// name), for the processes started through `enter`; removed on drop.
 struct ContainerCgroup {
     dir: std::path::PathBuf,
 }
 
 impl ContainerCgroup {
-    fn create(pod_uid: &str, id: &str) -> ContainerCgroup {
+    /// `path`: the runtime's cgroup path under a test directory of its own.
+    fn create(path: &str) -> ContainerCgroup {
         // cgroup v2, alone or beside v1 (hybrid), else v1's pids hierarchy.
         let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/pids"]
             .iter()
             .map(std::path::Path::new)
             .find(|root| root.join("cgroup.procs").exists())
             .expect("a cgroup hierarchy to create the container's cgroup in");
-        // As the kubelet's systemd cgroup driver names them.
-        let pod = format!("kubepods-besteffort-pod{}.slice", pod_uid.replace('-', "_"));
-        let dir = root.join(format!("kspan-test-{}", std::process::id())).join(pod).join(format!("cri-containerd-{id}.scope"));
+        let dir = root.join(format!("kspan-test-{}", std::process::id())).join(path);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         ContainerCgroup { dir }
     }
@@ -617,10 +616,51 @@ impl Drop for ContainerCgroup {
     fn drop(&mut self) {
         // A cgroup can be removed once its last process has been reaped.
         wait_until(WAIT, POLL, || std::fs::remove_dir(&self.dir).is_ok());
-        for parent in self.dir.ancestors().skip(1).take(2) {
-            let _ = std::fs::remove_dir(parent);
+        let test_dir = self
+            .dir
+            .ancestors()
+            .find(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kspan-test-")));
+        for parent in self.dir.ancestors().skip(1) {
+            if std::fs::remove_dir(parent).is_err() || Some(parent) == test_dir {
+                break;
+            }
         }
     }
+}
+
+/// The python app, started inside `cgroup`, and a kspan tracing it with
+/// `args`; the app's SERVER span and curl's CLIENT span for one request.
+fn containerised_app_spans(cgroup: &ContainerCgroup, args: &[&str], service: &str) -> (ReceivedSpan, ReceivedSpan) {
+    let receiver = Receiver::start().expect("receiver");
+    let port = free_port();
+    let mut app = Command::new(python());
+    app.arg(repo_root().join("tests/peers/http_app.py")).arg(port.to_string());
+    let app = Server::spawn(cgroup.enter(&app), port).expect("python app starts in its container's cgroup");
+    let port_arg = port.to_string();
+    let kspan = Kspan::start(
+        &[&["--open-ports", &port_arg], args].concat(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .expect("kspan starts");
+    curl(&[&format!("http://127.0.0.1:{port}/users/1")]);
+    let spans = receiver
+        .wait_for(WAIT, |s| {
+            has(s, "SERVER", service, "GET /users/{id}", 1) && has(s, "CLIENT", "curl", "GET /users/{id}", 1)
+        })
+        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
+    drop(kspan);
+    drop(app);
+    let server = find(&spans, "SERVER", service, "GET /users/{id}")[0].clone();
+    let client = find(&spans, "CLIENT", "curl", "GET /users/{id}")[0].clone();
+    (server, client)
+}
+
+fn container_id(salt: u64) -> String {
+    format!("{:064x}", u128::from(std::process::id()) << 64 | u128::from(salt))
 }
 
 /// On a Kubernetes node every pod may run `python app.py`: its processes
@@ -631,35 +671,21 @@ fn pod_processes_are_named_by_their_workload() {
     if !prerequisites() {
         return;
     }
-    let id = format!("{:064x}", u128::from(std::process::id()) << 64 | 0x6b7370616e);
+    let id = container_id(0x6b7370616e);
     let pod_logs = TempDir::new().unwrap();
     let pod = "orders-5d78c9869d-x2kq9";
     std::fs::write(pod_logs.join(format!("{pod}_shop_app-{id}.log")), b"").unwrap();
     // A container of another pod, to be told apart.
     let other = id.replace('6', "7");
     std::fs::write(pod_logs.join(format!("web-0_shop_nginx-{other}.log")), b"").unwrap();
-
-    let receiver = Receiver::start().expect("receiver");
+    // As the kubelet's systemd cgroup driver names them.
     let pod_uid = "0c1d2e3f-4a5b-4c6d-8e7f-a0b1c2d3e4f5";
-    let cgroup = ContainerCgroup::create(pod_uid, &id);
-    let port = free_port();
-    let mut app = Command::new(python());
-    app.arg(repo_root().join("tests/peers/http_app.py")).arg(port.to_string());
-    let app = Server::spawn(cgroup.enter(&app), port).expect("python app starts in its container's cgroup");
-    let kspan = Kspan::start(
-        &["--open-ports", &port.to_string(), "--pod-logs", &pod_logs.path().to_string_lossy()],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.grpc_endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    )
-    .expect("kspan starts");
-    curl(&[&format!("http://127.0.0.1:{port}/users/1")]);
-    let spans = receiver
-        .wait_for(WAIT, |s| has(s, "SERVER", "orders", "GET /users/{id}", 1) && has(s, "CLIENT", "curl", "GET /users/{id}", 1))
-        .unwrap_or_else(|e| panic!("{e}\nkspan log:\n{}", kspan.log()));
-    let server = find(&spans, "SERVER", "orders", "GET /users/{id}")[0];
+    let cgroup = ContainerCgroup::create(&format!(
+        "kubepods-besteffort-pod{}.slice/cri-containerd-{id}.scope",
+        pod_uid.replace('-', "_")
+    ));
+    let pod_logs_arg = pod_logs.path().to_string_lossy().into_owned();
+    let (server, client) = containerised_app_spans(&cgroup, &["--pod-logs", &pod_logs_arg], "orders");
     for (key, want) in [
         ("container.id", id.as_str()),
         ("k8s.pod.uid", pod_uid),
@@ -672,8 +698,32 @@ fn pod_processes_are_named_by_their_workload() {
         assert_eq!(server.resource_str(key), Some(want), "{key}: {}", server.pretty());
     }
     // curl runs outside any container: named by what it runs.
-    let client = find(&spans, "CLIENT", "curl", "GET /users/{id}")[0];
     assert_eq!(client.resource_str("k8s.pod.name"), None, "{}", client.pretty());
-    drop(kspan);
-    drop(app);
+}
+
+/// Under Docker Compose every service may run `python app.py` too: the
+/// Compose service label in the engine's container config names it.
+#[test]
+fn compose_services_are_named_by_their_label() {
+    if !prerequisites() {
+        return;
+    }
+    let id = container_id(0x636f6d706f7365);
+    let containers = TempDir::new().unwrap();
+    std::fs::create_dir_all(containers.join(&id)).unwrap();
+    let config = r#"{"ID":"ID","Name":"/shop-billing-1","Config":{"Image":"team/billing:2.1",
+        "Labels":{"com.docker.compose.project":"shop","com.docker.compose.service":"billing"}}}"#;
+    std::fs::write(containers.join(&id).join("config.v2.json"), config.replace("ID", &id)).unwrap();
+    let cgroup = ContainerCgroup::create(&format!("system.slice/docker-{id}.scope"));
+    let containers_arg = containers.path().to_string_lossy().into_owned();
+    let (server, client) = containerised_app_spans(&cgroup, &["--docker-containers", &containers_arg], "billing");
+    for (key, want) in [
+        ("container.id", id.as_str()),
+        ("container.name", "shop-billing-1"),
+        ("container.image.name", "team/billing"),
+        ("service.namespace", "shop"),
+    ] {
+        assert_eq!(server.resource_str(key), Some(want), "{key}: {}", server.pretty());
+    }
+    assert_eq!(client.resource_str("container.name"), None, "{}", client.pretty());
 }

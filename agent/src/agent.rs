@@ -114,6 +114,9 @@ impl Agent {
         if pipeline.registry.name_pods_from(&config.pod_logs) {
             tracing::info!(dir = %config.pod_logs.display(), "naming pods' processes by their workload");
         }
+        if pipeline.registry.name_docker_containers_from(&config.docker_containers) {
+            tracing::info!(dir = %config.docker_containers.display(), "naming Docker containers' processes");
+        }
         let published = match config.metrics_addr {
             None => None,
             Some(addr) => {

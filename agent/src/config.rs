@@ -162,6 +162,13 @@ pub struct Cli {
     #[arg(long, env = "KSPAN_POD_LOGS")]
     pub pod_logs: Option<PathBuf>,
 
+    /// Docker's container configs (`<id>/config.v2.json`): where present,
+    /// processes in Docker containers get `container.name` and
+    /// `container.image.name`, and a Compose service's are named after it.
+    /// Default `/var/lib/docker/containers`.
+    #[arg(long, env = "KSPAN_DOCKER_CONTAINERS")]
+    pub docker_containers: Option<PathBuf>,
+
     /// Log filter (`info`, `debug`, `kspan=debug`...).
     #[arg(long, env = "KSPAN_LOG")]
     pub log: Option<String>,
@@ -187,6 +194,7 @@ pub struct Config {
     pub events_log: Option<PathBuf>,
     pub btf: PathBuf,
     pub pod_logs: PathBuf,
+    pub docker_containers: PathBuf,
     pub log: String,
 }
 
@@ -231,6 +239,10 @@ impl Cli {
             events_log: self.events_log.or(file.events_log),
             btf: self.btf.or(file.btf).unwrap_or_else(|| PathBuf::from(crate::capture::btf::VMLINUX_BTF)),
             pod_logs: self.pod_logs.or(file.pod_logs).unwrap_or_else(|| PathBuf::from("/var/log/containers")),
+            docker_containers: self
+                .docker_containers
+                .or(file.docker_containers)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/docker/containers")),
             log: self.log.or(file.log).unwrap_or_else(|| "info".to_owned()),
         })
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::process::{
     ProcError,
+    docker::DockerContainer,
     kubernetes::{PodContainer, pod_uid_from_cgroup},
 };
 use crate::span::model::{AttrValue, Resource};
@@ -46,6 +47,8 @@ pub struct ProcessInfo {
     pub pod_uid: Option<String>,
     /// The Kubernetes pod of the container (see [`ProcessInfo::in_pod`]).
     pub pod: Option<Arc<PodContainer>>,
+    /// The Docker container (see [`ProcessInfo::in_docker_container`]).
+    pub docker: Option<Arc<DockerContainer>>,
     /// See [`netns_inode`].
     pub netns_inode: Option<u64>,
 }
@@ -124,6 +127,7 @@ impl ProcessInfo {
             container_id,
             pod_uid,
             pod: None,
+            docker: None,
             netns_inode: netns_inode(proc_root, pid),
         })
     }
@@ -135,6 +139,17 @@ impl ProcessInfo {
             self.service_name = pod.service_name().to_owned();
         }
         self.pod = Some(pod);
+    }
+
+    /// The process runs in a Docker container: unless it names itself, a
+    /// Compose service is named by Compose's label.
+    pub fn in_docker_container(&mut self, container: Arc<DockerContainer>) {
+        if !self.service_name_configured
+            && let Some(service) = &container.compose_service
+        {
+            self.service_name = service.clone();
+        }
+        self.docker = Some(container);
     }
 }
 
@@ -261,7 +276,8 @@ pub fn build_resource(info: &ProcessInfo, host: &HostInfo, sdk_version: &str) ->
     if let Some(uid) = &info.pod_uid {
         put("k8s.pod.uid", uid.clone().into());
     }
-    for (key, value) in info.pod.iter().flat_map(|pod| pod.attributes()) {
+    let container_attributes = info.docker.iter().flat_map(|c| c.attributes());
+    for (key, value) in info.pod.iter().flat_map(|pod| pod.attributes()).chain(container_attributes) {
         put(key, value.into());
     }
     put("telemetry.sdk.name", "kspan".into());
@@ -270,9 +286,11 @@ pub fn build_resource(info: &ProcessInfo, host: &HostInfo, sdk_version: &str) ->
         put("telemetry.sdk.language", lang.into());
     }
     put("telemetry.distro.name", "kspan".into());
-    // The conventions' `service.namespace` for a pod, unless the process
-    // sets its own.
-    let pod_namespace = info.pod.iter().map(|pod| ("service.namespace".to_owned(), pod.namespace.clone()));
+    // The conventions' `service.namespace` for a pod (a Compose project
+    // likewise), unless the process sets its own.
+    let project = info.docker.as_ref().and_then(|c| c.compose_project.clone());
+    let namespace = info.pod.as_ref().map(|pod| pod.namespace.clone()).or(project);
+    let pod_namespace = namespace.map(|ns| ("service.namespace".to_owned(), ns));
     for (k, v) in info.extra_resource.iter().cloned().chain(pod_namespace).chain(host.node_attributes.iter().cloned()) {
         if !attrs.iter().any(|(have, _)| *have == k) {
             attrs.push((k, v.into()));
@@ -601,6 +619,7 @@ mod tests {
             container_id: Some("b".repeat(64)),
             pod_uid: None,
             pod: None,
+            docker: None,
             netns_inode: Some(1),
         };
         let host = HostInfo {
@@ -642,6 +661,38 @@ mod tests {
         assert_eq!(attr(&r, "telemetry.sdk.language"), None);
         assert_eq!(attr(&r, "host.id").or(attr(&r, "container.id")), None);
         assert_eq!(attr(&r, "k8s.pod.name").or(attr(&r, "service.namespace")), None);
+    }
+
+    #[test]
+    fn a_compose_service_names_its_containers_processes() {
+        let container = Arc::new(DockerContainer {
+            name: "shop-orders-1".into(),
+            image: Some("team/orders".into()),
+            compose_service: Some("orders".into()),
+            compose_project: Some("shop".into()),
+        });
+        let host = HostInfo { host_name: "h".into(), host_id: None, node_attributes: Vec::new() };
+        let s = |v: &str| Some(AttrValue::from(v.to_owned()));
+        let mut info = ProcessInfo::read(Path::new("/proc"), std::process::id()).unwrap();
+        info.service_name_configured = false;
+        info.in_docker_container(container.clone());
+        let r = build_resource(&info, &host, "0.1.0");
+        assert_eq!(r.service_name, "orders");
+        assert_eq!(attr(&r, "service.namespace"), s("shop").as_ref());
+        assert_eq!(attr(&r, "container.name"), s("shop-orders-1").as_ref());
+        assert_eq!(attr(&r, "container.image.name"), s("team/orders").as_ref());
+        // Outside Compose the process's own name stays.
+        let mut info = ProcessInfo::read(Path::new("/proc"), std::process::id()).unwrap();
+        let own = info.service_name.clone();
+        info.in_docker_container(Arc::new(DockerContainer {
+            compose_service: None,
+            compose_project: None,
+            ..(*container).clone()
+        }));
+        let r = build_resource(&info, &host, "0.1.0");
+        assert_eq!(r.service_name, own);
+        assert_eq!(attr(&r, "service.namespace"), None);
+        assert_eq!(attr(&r, "container.name"), s("shop-orders-1").as_ref());
     }
 
     #[test]

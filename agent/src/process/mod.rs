@@ -1,6 +1,7 @@
 //! Who a traced process is: its service identity (the OTLP resource its
 //! spans go out under), read from procfs.
 
+pub mod docker;
 mod identity;
 pub mod kubernetes;
 mod service_name;

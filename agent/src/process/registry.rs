@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{HostInfo, ProcessInfo, build_resource, kubernetes::PodDirectory, runtime};
+use super::{HostInfo, ProcessInfo, build_resource, docker::DockerContainers, kubernetes::PodDirectory, runtime};
 use crate::span::model::{AttrValue, Resource};
 
 struct Known {
@@ -28,6 +28,8 @@ pub struct Registry {
     parents: HashMap<u32, u32>,
     /// On a Kubernetes node, which pod each container is.
     pods: Option<PodDirectory>,
+    /// On a Docker host, each container's config.
+    docker: Option<DockerContainers>,
     capacity: usize,
 }
 
@@ -40,6 +42,7 @@ impl Registry {
             comms: HashMap::new(),
             parents: HashMap::new(),
             pods: None,
+            docker: None,
             capacity: capacity.max(1),
         }
     }
@@ -50,6 +53,14 @@ impl Registry {
     pub fn name_pods_from(&mut self, dir: &Path) -> bool {
         self.pods = PodDirectory::open(dir, self.capacity);
         self.pods.is_some()
+    }
+
+    /// Names processes in Docker containers from the engine's container
+    /// configs in `dir` (see `docker`). False, and nothing changes, when
+    /// `dir` does not exist.
+    pub fn name_docker_containers_from(&mut self, dir: &Path) -> bool {
+        self.docker = DockerContainers::open(dir, self.capacity);
+        self.docker.is_some()
     }
 
     /// Reads `pid`'s identity now, while it is alive (short-lived clients
@@ -93,10 +104,14 @@ impl Registry {
         // A zombie (exited, not yet reaped) has no cmdline or exe left to
         // name it by, like a process already gone.
         let mut alive = read.ok().filter(|info| !info.cmdline.is_empty() || info.exe_path.is_some());
-        if let (Some(info), Some(pods)) = (&mut alive, &mut self.pods)
-            && let Some(pod) = info.container_id.as_deref().and_then(|id| pods.lookup(id))
+        if let Some(info) = &mut alive
+            && let Some(id) = info.container_id.clone()
         {
-            info.in_pod(pod);
+            if let Some(pod) = self.pods.as_mut().and_then(|pods| pods.lookup(&id)) {
+                info.in_pod(pod);
+            } else if let Some(container) = self.docker.as_mut().and_then(|docker| docker.lookup(&id)) {
+                info.in_docker_container(container);
+            }
         }
         // Taken, not read, when used: the child's resource is cached below,
         // and with pid reuse two gone pids could name each other as parent.
