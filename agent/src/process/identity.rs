@@ -3,7 +3,6 @@
 use std::fs;
 use std::io;
 use std::path::Path;
-
 use std::sync::Arc;
 
 use crate::process::{
@@ -290,8 +289,9 @@ pub fn build_resource(info: &ProcessInfo, host: &HostInfo, sdk_version: &str) ->
     // likewise), unless the process sets its own.
     let project = info.docker.as_ref().and_then(|c| c.compose_project.clone());
     let namespace = info.pod.as_ref().map(|pod| pod.namespace.clone()).or(project);
-    let pod_namespace = namespace.map(|ns| ("service.namespace".to_owned(), ns));
-    for (k, v) in info.extra_resource.iter().cloned().chain(pod_namespace).chain(host.node_attributes.iter().cloned()) {
+    let service_namespace = namespace.map(|ns| ("service.namespace".to_owned(), ns));
+    let node = host.node_attributes.iter().cloned();
+    for (k, v) in info.extra_resource.iter().cloned().chain(service_namespace).chain(node) {
         if !attrs.iter().any(|(have, _)| *have == k) {
             attrs.push((k, v.into()));
         }
