@@ -179,31 +179,30 @@ fn is_template_hash_char(b: u8) -> bool {
 /// ReplicaSet `<name>-<5>`. A name matching none is a bare pod's.
 fn owner_of(pod: &str) -> Option<Owner> {
     let owner = |kind, name: &str| Some(Owner { kind, name: name.to_owned() });
-    if let Some((name, ordinal)) = pod.rsplit_once('-')
-        && !name.is_empty()
-        && !ordinal.is_empty()
-        && ordinal.bytes().all(|b| b.is_ascii_digit())
-    {
-        return owner(OwnerKind::StatefulSet, name);
-    }
-    let (generated, suffix) = pod.rsplit_once('-')?;
-    if generated.is_empty() || suffix.len() != 5 || !suffix.bytes().all(is_suffix_char) {
-        return None;
-    }
-    if let Some((name, middle)) = generated.rsplit_once('-')
-        && !name.is_empty()
-    {
-        // A minute count since 1970 has had eight digits since 1989.
-        if middle.len() >= 8 && middle.bytes().all(|b| b.is_ascii_digit()) {
-            return owner(OwnerKind::CronJob, name);
+    let (generated, last) = pod.rsplit_once('-').filter(|(name, last)| !name.is_empty() && !last.is_empty())?;
+    // A random suffix may be all digits (1 in 800), so the generated forms
+    // are tried before the StatefulSet's ordinal, which has fewer digits:
+    // no StatefulSet runs 10,000 replicas.
+    if last.len() == 5 && last.bytes().all(is_suffix_char) {
+        if let Some((name, middle)) = generated.rsplit_once('-')
+            && !name.is_empty()
+        {
+            // A minute count since 1970 has had eight digits since 1989.
+            if middle.len() >= 8 && middle.bytes().all(|b| b.is_ascii_digit()) {
+                return owner(OwnerKind::CronJob, name);
+            }
+            // Six or more: shorter hashes are under 1 in 40,000, and a word
+            // of a workload's own name (`kube-dns`) is rarely that long.
+            if (6..=10).contains(&middle.len()) && middle.bytes().all(is_template_hash_char) {
+                return owner(OwnerKind::Deployment, name);
+            }
         }
-        // Six or more: shorter hashes are under 1 in 40,000, and a word of
-        // a workload's own name (`kube-dns`) is rarely that long.
-        if (6..=10).contains(&middle.len()) && middle.bytes().all(is_template_hash_char) {
-            return owner(OwnerKind::Deployment, name);
-        }
+        return owner(OwnerKind::Controller, generated);
     }
-    owner(OwnerKind::Controller, generated)
+    if last.len() <= 4 && last.bytes().all(|b| b.is_ascii_digit()) {
+        return owner(OwnerKind::StatefulSet, generated);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -228,6 +227,9 @@ mod tests {
         assert_eq!(owner("kafka-broker-12"), s("kafka-broker"));
         assert_eq!(owner("fluent-bit-x7k2p"), c("fluent-bit"));
         assert_eq!(owner("kube-dns-x7k2p"), c("kube-dns"), "too short for a template hash");
+        // Random suffixes of digits alone are not ordinals.
+        assert_eq!(owner("orders-5d78c9869d-24578"), d("orders"));
+        assert_eq!(owner("fluent-bit-24578"), c("fluent-bit"));
         assert_eq!(owner("db-migrate-29040960-w9bdl"), Some((OwnerKind::CronJob, "db-migrate".to_owned())));
         // Vowels are never generated, nor is a suffix of another length.
         assert_eq!(owner("frontend-server-abcde"), None);
