@@ -14,6 +14,8 @@ use std::{
 
 use serde::Deserialize;
 
+use super::by_container::ByContainer;
+
 /// A container's config is a few KiB; more is not one.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
@@ -89,37 +91,32 @@ fn image_name(reference: &str) -> String {
 /// once per container).
 pub struct DockerContainers {
     dir: PathBuf,
-    known: HashMap<String, Option<Arc<DockerContainer>>>,
-    capacity: usize,
+    known: ByContainer<DockerContainer>,
 }
 
 impl DockerContainers {
     /// `None` when `dir` does not exist: no Docker engine on this host.
     pub fn open(dir: &Path, capacity: usize) -> Option<Self> {
-        dir.is_dir().then(|| Self { dir: dir.to_owned(), known: HashMap::new(), capacity: capacity.max(1) })
+        dir.is_dir().then(|| Self { dir: dir.to_owned(), known: ByContainer::new(capacity, None) })
     }
 
+    /// A container of another runtime has no config here, and Docker writes
+    /// one when it creates the container, before any of its processes run:
+    /// a container found without one is not looked for again.
     pub fn lookup(&mut self, container_id: &str) -> Option<Arc<DockerContainer>> {
-        if let Some(known) = self.known.get(container_id) {
-            return known.clone();
-        }
-        // The id came from a cgroup path, 64 hex digits: it cannot climb
-        // out of `dir`.
-        let path = self.dir.join(container_id).join("config.v2.json");
-        let mut json = Vec::new();
-        let read = fs::File::open(&path).and_then(|f| f.take(MAX_CONFIG_BYTES).read_to_end(&mut json));
-        // A container of another runtime has no config here; one being
-        // created may not have it yet, and is read again at its next process.
-        let found = read.ok().and_then(|_| parse_config(&json)).map(Arc::new);
-        if found.is_none() {
-            tracing::debug!(path = %path.display(), "no readable Docker container config");
-        }
-        if self.known.len() >= self.capacity {
-            // Bounded: an evicted id only costs another read.
-            self.known.clear();
-        }
-        self.known.insert(container_id.to_owned(), found.clone());
-        found
+        let dir = &self.dir;
+        self.known.get_or_load(container_id, || {
+            // The id came from a cgroup path, 64 hex digits: it cannot climb
+            // out of `dir`.
+            let path = dir.join(container_id).join("config.v2.json");
+            let mut json = Vec::new();
+            let read = fs::File::open(&path).and_then(|f| f.take(MAX_CONFIG_BYTES).read_to_end(&mut json));
+            let found = read.ok().and_then(|_| parse_config(&json));
+            if found.is_none() {
+                tracing::debug!(path = %path.display(), "no readable Docker container config");
+            }
+            Ok(found)
+        })
     }
 }
 

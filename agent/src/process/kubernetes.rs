@@ -8,12 +8,13 @@
 //! pod shares (`python app.py` is `app` everywhere).
 
 use std::{
-    collections::HashMap,
     fs,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use super::by_container::ByContainer;
 
 /// How long a container id found in no link stays unknown before the
 /// directory is listed for it again: the kubelet links a container's log
@@ -78,47 +79,27 @@ impl PodContainer {
 /// directory is listed again only for an id not seen before.
 pub struct PodDirectory {
     dir: PathBuf,
-    /// `Err`: in no link when last listed, at that instant.
-    known: HashMap<String, Result<Arc<PodContainer>, Instant>>,
-    capacity: usize,
+    known: ByContainer<PodContainer>,
 }
 
 impl PodDirectory {
     /// `None` when `dir` does not exist: not a Kubernetes node (or the
     /// directory is not mounted into kspan's container).
     pub fn open(dir: &Path, capacity: usize) -> Option<Self> {
-        dir.is_dir().then(|| Self { dir: dir.to_owned(), known: HashMap::new(), capacity: capacity.max(1) })
+        dir.is_dir().then(|| Self { dir: dir.to_owned(), known: ByContainer::new(capacity, Some(RETRY_UNLINKED)) })
     }
 
+    /// Kept even when absent (a container of another runtime on this node),
+    /// so such processes do not list the directory each time.
     pub fn lookup(&mut self, container_id: &str) -> Option<Arc<PodContainer>> {
-        match self.known.get(container_id) {
-            Some(Ok(pod)) => return Some(pod.clone()),
-            Some(Err(listed)) if listed.elapsed() < RETRY_UNLINKED => return None,
-            _ => {}
-        }
-        let listed = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(err) => {
-                tracing::debug!(dir = %self.dir.display(), %err, "cannot list pod log links");
-                return None;
-            }
-        };
-        let mut found = None;
-        for name in listed.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
-            let Some((id, pod)) = parse_log_link(&name) else { continue };
-            if id == container_id {
-                found = Some(Arc::new(pod));
-                break;
-            }
-        }
-        if self.known.len() >= self.capacity {
-            // Bounded: an evicted id only costs another listing.
-            self.known.clear();
-        }
-        // Kept even when absent (a container of another runtime on this
-        // node), so such processes do not list the directory each time.
-        self.known.insert(container_id.to_owned(), found.clone().ok_or_else(Instant::now));
-        found
+        let dir = &self.dir;
+        self.known.get_or_load(container_id, || {
+            let listed = fs::read_dir(dir).inspect_err(|err| {
+                tracing::debug!(dir = %dir.display(), %err, "cannot list pod log links");
+            })?;
+            let mut names = listed.filter_map(|e| e.ok()?.file_name().into_string().ok());
+            Ok(names.find_map(|name| parse_log_link(&name).filter(|(id, _)| *id == container_id).map(|(_, pod)| pod)))
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Who a traced process is: its service identity (the OTLP resource its
 //! spans go out under), read from procfs.
 
+mod by_container;
 pub mod docker;
 mod identity;
 pub mod kubernetes;
