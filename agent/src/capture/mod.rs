@@ -6,6 +6,7 @@ pub mod decode;
 pub mod gobinary;
 pub mod gotls;
 pub mod openssl;
+mod openssl_sites;
 pub mod propagate;
 pub mod tracefs;
 mod uprobes;

@@ -13,12 +13,13 @@
 
 use std::{
     collections::HashSet,
-    os::unix::fs::MetadataExt,
+    os::unix::fs::{FileExt, MetadataExt},
     path::{Path, PathBuf},
 };
 
 use aya::{Ebpf, programs::ProgramError};
 
+use super::openssl_sites::{CODE_WINDOW, Code, cheap_entry, entry_skip, file_offset, internal_target};
 use super::uprobes::{SeenOnce, UprobeLinks, uprobe};
 
 /// Entry programs by the function they hook; `SSL_read`/`SSL_write` are
@@ -34,6 +35,12 @@ const ENTRY_PROBES: &[(&str, &str, bool)] = &[
     ("SSL_connect", "ssl_handshake", false),
 ];
 const RETURN_PROBE: &str = "ssl_return";
+/// (plain form, `_ex` form, the internal function both call, the entry
+/// program for it): it takes the `_ex` form's arguments.
+const INTERNAL_CALLEES: [(&str, &str, &str, &str); 2] = [
+    ("SSL_read", "SSL_read_ex", "ssl_read_internal", "ssl_read_ex"),
+    ("SSL_write", "SSL_write_ex", "ssl_write_internal", "ssl_write_ex"),
+];
 /// Directories where a distribution keeps the host's libssl.
 const HOST_LIB_DIRS: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu",
@@ -149,7 +156,10 @@ impl OpenSsl {
             return;
         }
         let functions = exported_functions(exe);
-        if ENTRY_PROBES.iter().all(|(function, _, required)| !required || functions.iter().any(|(f, _)| f == function)) {
+        if ENTRY_PROBES
+            .iter()
+            .all(|(function, _, required)| !required || functions.iter().any(|e| e.function == *function))
+        {
             self.attach_file(ebpf, exe, id, &functions);
         }
     }
@@ -164,7 +174,7 @@ impl OpenSsl {
         }
     }
 
-    fn attach_file(&mut self, ebpf: &mut Ebpf, path: &Path, id: (u64, u64), functions: &[(&'static str, u64)]) {
+    fn attach_file(&mut self, ebpf: &mut Ebpf, path: &Path, id: (u64, u64), functions: &[Export]) {
         if self.libraries.len() >= MAX_LIBRARIES {
             tracing::warn!(path = %path.display(), "not attaching TLS probes: {MAX_LIBRARIES} libraries already are");
             return;
@@ -179,32 +189,94 @@ impl OpenSsl {
     }
 }
 
-/// Hooks each function `path` exports (`functions`: name, file offset);
-/// the return program first, so no call is entered without its return
-/// being seen. Offsets, not names: aya would read the symbol table again
-/// for each of the fourteen probes, and a process that has just started
-/// (Node.js carries OpenSSL in a 100 MB executable) serves its first
-/// requests while kspan attaches.
+/// Hooks each function `path` exports (`functions`), where `probe_sites`
+/// puts its probes; the return program first, so no call is entered
+/// without its return being seen. Offsets, not names: aya would read the
+/// symbol table again for each of the fourteen probes, and a process that
+/// has just started (Node.js carries OpenSSL in a 100 MB executable)
+/// serves its first requests while kspan attaches.
 fn attach(
     ebpf: &mut Ebpf,
     links: &mut UprobeLinks,
     path: &Path,
-    functions: &[(&'static str, u64)],
+    functions: &[Export],
 ) -> Result<Vec<&'static str>, OpenSslError> {
     let attach_error = |source| OpenSslError::Attach { path: path.display().to_string(), source };
+    if let Some((function, _, _)) = ENTRY_PROBES
+        .iter()
+        .find(|(function, _, required)| *required && !functions.iter().any(|e| e.function == *function))
+    {
+        return Err(OpenSslError::Missing { path: path.display().to_string(), function });
+    }
     let mut hooked = Vec::new();
-    for (function, program, required) in ENTRY_PROBES {
-        let Some(&(_, offset)) = functions.iter().find(|(f, _)| f == function) else {
-            if *required {
-                return Err(OpenSslError::Missing { path: path.display().to_string(), function });
-            }
-            continue;
-        };
-        links.attach(ebpf, RETURN_PROBE, offset, path).map_err(attach_error)?;
-        links.attach(ebpf, program, offset, path).map_err(attach_error)?;
-        hooked.push(*function);
+    for site in probe_sites(path, functions) {
+        links.attach(ebpf, RETURN_PROBE, site.offset, path).map_err(attach_error)?;
+        links.attach(ebpf, site.program, site.offset, path).map_err(attach_error)?;
+        hooked.push(site.function);
     }
     Ok(hooked)
+}
+
+/// A hooked function `path` exports.
+struct Export {
+    function: &'static str,
+    /// File offset of its first byte.
+    offset: u64,
+    address: u64,
+    /// From the symbol; 0 when the symbol gives none.
+    size: u64,
+}
+
+/// A probe to attach: its entry program, where, and the function it
+/// stands for (logged).
+#[derive(Debug, PartialEq, Eq)]
+struct Site {
+    function: &'static str,
+    program: &'static str,
+    offset: u64,
+}
+
+/// Where each exported function's probes go (see `openssl_sites`): past a
+/// leading `endbr64` where that is cheaper, and for `SSL_read`/`SSL_write`
+/// and their `_ex` forms, on the internal function they all call when
+/// their own entries would be single-stepped. Only the first bytes of the
+/// few functions concerned are read.
+fn probe_sites(path: &Path, exports: &[Export]) -> Vec<Site> {
+    let file = std::fs::File::open(path).ok();
+    let read = |offset: u64, len: u64| -> Vec<u8> {
+        let mut buf = vec![0; len.clamp(1, CODE_WINDOW as u64) as usize];
+        let n = file.as_ref().and_then(|f| f.read_at(&mut buf, offset).ok()).unwrap_or(0);
+        buf.truncate(n);
+        buf
+    };
+    let codes: Vec<Vec<u8>> =
+        exports.iter().map(|e| read(e.offset, if e.size == 0 { CODE_WINDOW as u64 } else { e.size })).collect();
+    let code = |name: &str| {
+        let (e, bytes) = exports.iter().zip(&codes).find(|(e, _)| e.function == name)?;
+        Some(Code { address: e.address, offset: e.offset, bytes })
+    };
+    let mut sites: Vec<Site> = exports
+        .iter()
+        .zip(&codes)
+        .filter_map(|(e, bytes)| {
+            let (_, program, _) = ENTRY_PROBES.iter().find(|(f, _, _)| *f == e.function)?;
+            Some(Site { function: e.function, program, offset: e.offset + entry_skip(bytes) })
+        })
+        .collect();
+    for (plain, ex, internal, program) in INTERNAL_CALLEES {
+        let (Some(plain_code), Some(ex_code)) = (code(plain), code(ex)) else {
+            continue;
+        };
+        let Some(offset) = internal_target(&plain_code, &ex_code).and_then(|t| file_offset(&plain_code, t)) else {
+            continue;
+        };
+        let entry = read(offset, CODE_WINDOW as u64);
+        if cheap_entry(&entry) {
+            sites.retain(|s| s.function != plain && s.function != ex);
+            sites.push(Site { function: internal, program, offset: offset + entry_skip(&entry) });
+        }
+    }
+    sites
 }
 
 /// The hooked functions the ELF file at `path` defines in its dynamic
@@ -218,7 +290,7 @@ fn attach(
 /// 64-bit little-endian symbols walked by hand: a read per name through
 /// `object`'s cache took 140 ms for Node.js's 75,000 symbols, while a
 /// process that has just exec'd is already starting to serve.
-fn exported_functions(path: &Path) -> Vec<(&'static str, u64)> {
+fn exported_functions(path: &Path) -> Vec<Export> {
     use object::{Object, ObjectSection, SectionIndex, read::ReadCache};
     const SYM_SIZE: usize = 24;
     const STT_FUNC: u8 = 2;
@@ -235,7 +307,7 @@ fn exported_functions(path: &Path) -> Vec<(&'static str, u64)> {
     else {
         return Vec::new();
     };
-    let mut found = Vec::new();
+    let mut found: Vec<Export> = Vec::new();
     for sym in symbols.chunks_exact(SYM_SIZE) {
         let name_at = u32::from_le_bytes([sym[0], sym[1], sym[2], sym[3]]) as usize;
         let (kind, section) = (sym[4] & 0xf, u16::from_le_bytes([sym[6], sym[7]]));
@@ -249,7 +321,8 @@ fn exported_functions(path: &Path) -> Vec<(&'static str, u64)> {
         };
         // A uprobe is placed by file offset: the symbol's address within
         // its section, from where that section lies in the file.
-        let address = u64::from_le_bytes([sym[8], sym[9], sym[10], sym[11], sym[12], sym[13], sym[14], sym[15]]);
+        let u64_at = |at: usize| u64::from_le_bytes(sym[at..at + 8].try_into().unwrap_or_default());
+        let (address, size) = (u64_at(8), u64_at(16));
         let Ok(section) = elf.section_by_index(SectionIndex(usize::from(section))) else {
             continue;
         };
@@ -257,8 +330,8 @@ fn exported_functions(path: &Path) -> Vec<(&'static str, u64)> {
         else {
             continue;
         };
-        if !found.iter().any(|(f, _)| *f == function) {
-            found.push((function, section_offset + offset));
+        if !found.iter().any(|e| e.function == function) {
+            found.push(Export { function, offset: section_offset + offset, address, size });
         }
     }
     found
@@ -271,7 +344,9 @@ fn libssl_paths(maps: &str) -> Vec<&str> {
         // address perms offset dev inode path: the path is the sixth field
         // and may contain spaces.
         .filter_map(|line| line.splitn(6, char::is_whitespace).nth(5).map(str::trim))
-        .filter(|path| path.starts_with('/') && path.rsplit('/').next().is_some_and(|name| name.starts_with("libssl.so")))
+        .filter(|path| {
+            path.starts_with('/') && path.rsplit('/').next().is_some_and(|name| name.starts_with("libssl.so"))
+        })
         .collect();
     paths.sort_unstable();
     paths.dedup();
@@ -309,26 +384,65 @@ mod tests {
         };
         let functions = exported_functions(&libssl);
         for (function, _, _) in ENTRY_PROBES {
-            assert!(functions.iter().any(|(f, _)| f == function), "{} exports {function}: {functions:?}", libssl.display());
+            assert!(functions.iter().any(|e| e.function == *function), "{} exports {function}", libssl.display());
         }
         // Where `object`'s own symbol API puts them.
         use object::{Object, ObjectSection, ObjectSymbol};
         let bytes = std::fs::read(&libssl).unwrap();
         let elf = object::File::parse(&*bytes).unwrap();
-        for (function, offset) in &functions {
-            let symbol = elf.dynamic_symbols().find(|s| s.name() == Ok(*function)).unwrap();
+        for e in &functions {
+            let symbol = elf.dynamic_symbols().find(|s| s.name() == Ok(e.function)).unwrap();
             let section = elf.section_by_index(symbol.section_index().unwrap()).unwrap();
-            assert_eq!(*offset, symbol.address() - section.address() + section.file_range().unwrap().0, "{function}");
+            assert_eq!(
+                e.offset,
+                symbol.address() - section.address() + section.file_range().unwrap().0,
+                "{}",
+                e.function
+            );
+            assert_eq!((e.address, e.size), (symbol.address(), symbol.size()), "{}", e.function);
         }
         // Distinct places inside the file (the integration tests show the
         // probes fire there).
         let size = std::fs::metadata(&libssl).unwrap().len();
-        let mut offsets: Vec<u64> = functions.iter().map(|(_, offset)| *offset).collect();
+        let mut offsets: Vec<u64> = functions.iter().map(|e| e.offset).collect();
         offsets.sort_unstable();
         offsets.dedup();
-        assert_eq!(offsets.len(), functions.len(), "{functions:?}");
-        assert!(offsets.iter().all(|&o| o > 0 && o < size), "{functions:?}");
+        assert_eq!(offsets.len(), functions.len());
+        assert!(offsets.iter().all(|&o| o > 0 && o < size));
         assert!(exported_functions(&std::env::current_exe().unwrap()).is_empty(), "this test binary has no OpenSSL");
         assert!(exported_functions(Path::new("/nonexistent/kspan-test")).is_empty());
+    }
+
+    /// Every probe site lands on an instruction the kernel emulates or on a
+    /// function's first byte, and reads and writes each get exactly one
+    /// entry program, so no call is captured twice.
+    #[test]
+    fn host_libssl_probes_avoid_single_stepped_entries() {
+        let libssl = HOST_LIB_DIRS.iter().map(|dir| Path::new(dir).join("libssl.so.3")).find(|p| p.exists());
+        let Some(libssl) = libssl else {
+            assert!(std::env::var_os("CI").is_none(), "CI: the host has no libssl.so.3");
+            eprintln!("skipped: no libssl.so.3");
+            return;
+        };
+        let exports = exported_functions(&libssl);
+        let sites = probe_sites(&libssl, &exports);
+        let bytes = std::fs::read(&libssl).unwrap();
+        for site in &sites {
+            let at = &bytes[site.offset as usize..];
+            let export = exports.iter().find(|e| e.function == site.function);
+            assert!(cheap_entry(at) || export.is_some_and(|e| e.offset == site.offset), "{site:?}");
+        }
+        for programs in [["ssl_read", "ssl_read_ex"], ["ssl_write", "ssl_write_ex"]] {
+            let entries: Vec<&Site> = sites.iter().filter(|s| programs.contains(&s.program)).collect();
+            let internal = entries.iter().any(|s| s.function.ends_with("_internal"));
+            // Either both public forms, or the one function they share.
+            assert_eq!(entries.len(), if internal { 1 } else { 2 }, "{entries:?}");
+        }
+        // Where SSL_read's entry would be single-stepped (Debian's), reads
+        // are probed inside: every OpenSSL since 1.1.1 forwards them so.
+        let read = exports.iter().find(|e| e.function == "SSL_read").unwrap();
+        if !cheap_entry(&bytes[read.offset as usize..]) {
+            assert!(sites.iter().any(|s| s.function == "ssl_read_internal"), "{sites:?}");
+        }
     }
 }
