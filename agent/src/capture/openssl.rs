@@ -242,7 +242,9 @@ struct Site {
 /// their own entries would be single-stepped. Only the first bytes of the
 /// few functions concerned are read.
 fn probe_sites(path: &Path, exports: &[Export]) -> Vec<Site> {
-    let file = std::fs::File::open(path).ok();
+    // The code is decoded as x86-64; elsewhere every probe stays on its
+    // function's first byte.
+    let file = std::fs::File::open(path).ok().filter(|_| cfg!(target_arch = "x86_64"));
     let read = |offset: u64, len: u64| -> Vec<u8> {
         let mut buf = vec![0; len.clamp(1, CODE_WINDOW as u64) as usize];
         let n = file.as_ref().and_then(|f| f.read_at(&mut buf, offset).ok()).unwrap_or(0);
