@@ -94,6 +94,7 @@ impl Agent {
             simulate_go_read_without_memmove: std::env::var_os("KSPAN_SIMULATE_GO_READ_WITHOUT_MEMMOVE")
                 .is_some_and(|v| v == "1"),
         };
+        warn_without_ptrace();
         let mut capture = Capture::load(&opts).context("loading the kernel programs")?;
         let events = capture.take_events()?;
         let events_log = match &config.events_log {
@@ -321,6 +322,20 @@ impl Agent {
     fn log_metrics(&mut self) {
         let values = self.read_metrics();
         tracing::info!("kspan metrics {}", metrics::log_line(&values));
+    }
+}
+
+/// Other processes' `exe` and `root` (the files TLS probes go into, what
+/// `--exe-path` matches) are read under ptrace access rules: without
+/// CAP_SYS_PTRACE (a unit or container that dropped it) every process
+/// holding a capability kspan lacks is opaque, and nothing else says so.
+fn warn_without_ptrace() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if crate::process::has_ptrace_capability(&status) == Some(false) {
+        tracing::warn!(
+            "running without CAP_SYS_PTRACE: processes holding capabilities kspan lacks escape --exe-path, \
+             and their executables and container libraries get no TLS probes"
+        );
     }
 }
 

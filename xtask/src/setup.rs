@@ -33,6 +33,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ("busybox-static", "/bin/busybox"),
     ("cpio", "/usr/bin/cpio"),
+    // tests/deploy.rs verifies the systemd unit.
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 
 /// The older kernel tests/kernels.rs boots: Debian 12's (6.1), the kernel

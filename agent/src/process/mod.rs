@@ -22,6 +22,17 @@ pub fn pids(proc_root: &Path) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// CAP_SYS_PTRACE's bit in the capability masks of `/proc/PID/status`.
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// Whether a `/proc/PID/status` text shows CAP_SYS_PTRACE effective; None
+/// when it has no readable `CapEff:` line.
+pub fn has_ptrace_capability(status: &str) -> Option<bool> {
+    let mask = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
+    Some(mask & (1 << CAP_SYS_PTRACE) != 0)
+}
+
 /// Failure to read something under `/proc`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -53,5 +64,22 @@ impl ProcError {
     /// True for [`ProcError::Gone`], which callers should treat quietly.
     pub fn is_gone(&self) -> bool {
         matches!(self, Self::Gone { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_ptrace_capability;
+
+    #[test]
+    fn reads_cap_sys_ptrace_from_the_effective_mask() {
+        let status =
+            |eff: &str| format!("Name:\tkspan\nCapPrm:\t000001ffffffffff\nCapEff:\t{eff}\nCapBnd:\t000001ffffffffff\n");
+        assert_eq!(has_ptrace_capability(&status("000001ffffffffff")), Some(true));
+        // The systemd unit's set, and the same without CAP_SYS_PTRACE.
+        assert_eq!(has_ptrace_capability(&status("000000c000281004")), Some(true));
+        assert_eq!(has_ptrace_capability(&status("000000c000201004")), Some(false));
+        assert_eq!(has_ptrace_capability(&status("zz")), None);
+        assert_eq!(has_ptrace_capability("Name:\tkspan\n"), None);
     }
 }
