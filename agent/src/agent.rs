@@ -93,6 +93,7 @@ impl Agent {
                 .is_some_and(|v| v == "1"),
             simulate_go_read_without_memmove: std::env::var_os("KSPAN_SIMULATE_GO_READ_WITHOUT_MEMMOVE")
                 .is_some_and(|v| v == "1"),
+            simulate_lost_wakeups: std::env::var_os("KSPAN_SIMULATE_LOST_WAKEUPS").is_some_and(|v| v == "1"),
         };
         warn_without_ptrace();
         let mut capture = Capture::load(&opts).context("loading the kernel programs")?;
@@ -174,7 +175,10 @@ impl Agent {
         // (both are dropped together at the end of this function).
         let mut events =
             unsafe { AsyncFd::register(events) }.map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+        // Both listeners now, not at the loop's first poll (as the lazy
+        // `ctrl_c()` future would): a signal in between would be lost.
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let period = Duration::from_secs(self.config.metrics_interval.max(1));
         let mut metrics_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         // The kernel wakes us when a sixteenth of the ring (at most 256 KiB)
@@ -190,26 +194,32 @@ impl Agent {
         // lazy purge gets to them, so RSS reads true from the start.
         // SAFETY: mi_collect has no preconditions.
         unsafe { libmimalloc_sys::mi_collect(true) };
-        // Made once: a fresh ctrl_c() per loop turn registers a new signal
-        // listener each time.
-        let ctrl_c = tokio::signal::ctrl_c();
-        tokio::pin!(ctrl_c);
+        // Records left behind by the last turn. The kernel wakes us only
+        // when the backlog crosses its mark, so a backlog that stays above
+        // the mark (the ring filled while the drain was away, or reported
+        // empty at a record still being written) brings no wakeup: it
+        // would be drained one turn per tick, slower than it grows.
+        let mut backlog = false;
         tracing::info!(pid = std::process::id(), "kspan ready");
         loop {
             tokio::select! {
                 guard = events.readable_mut() => {
                     let mut guard = guard.context("ring buffer poll")?;
-                    if self.drain_turn(guard.get_inner_mut()).await {
+                    backlog = !self.drain_turn(guard.get_inner_mut()).await;
+                    if !backlog {
                         guard.clear_ready();
                     }
                 }
+                _ = std::future::ready(()), if backlog => {
+                    backlog = !self.drain_turn(events.get_mut()).await;
+                }
                 _ = drain_tick.tick() => {
-                    self.drain_turn(events.get_mut()).await;
+                    backlog = !self.drain_turn(events.get_mut()).await;
                 }
                 _ = metrics_tick.tick(), if self.config.metrics_interval > 0 => self.log_metrics(),
                 _ = publish_tick.tick(), if self.published.is_some() => self.publish_metrics(),
                 _ = retire_tick.tick() => self.capture.retire_dead_propagation_runs(),
-                _ = &mut ctrl_c => break,
+                _ = sigint.recv() => break,
                 _ = sigterm.recv() => break,
             }
         }

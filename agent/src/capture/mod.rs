@@ -124,6 +124,10 @@ pub struct CaptureOptions {
     /// tests can check the RET probes that stand in for it
     /// (`KSPAN_SIMULATE_GO_READ_WITHOUT_MEMMOVE=1`).
     pub simulate_go_read_without_memmove: bool,
+    /// Ask the kernel for no wakeups but the urgent ones (a new connection,
+    /// an exec), so tests can check that draining keeps up on its tick
+    /// alone (`KSPAN_SIMULATE_LOST_WAKEUPS=1`).
+    pub simulate_lost_wakeups: bool,
 }
 
 pub struct Capture {
@@ -182,7 +186,7 @@ impl Capture {
             fork_child_offset: fork_child_offset(tracefs)?,
             propagate: u32::from(opts.propagate),
             sock_capture: u32::from(sockets),
-            wakeup_bytes: wakeup_mark(opts.ringbuf_bytes),
+            wakeup_bytes: if opts.simulate_lost_wakeups { u32::MAX } else { wakeup_mark(opts.ringbuf_bytes) },
             _pad: 0,
             propagate_netns_cookie,
             offsets: btf::kernel_offsets(&opts.btf_path)?,
