@@ -24,6 +24,9 @@ pub struct Want {
 
 struct Level {
     label: String,
+    /// Spans a request makes: 1 (nginx traced) or 2 (the whole host: wrk's
+    /// CLIENT span too).
+    spans_per_request: u64,
     load: Load,
     wrk: WrkResult,
     spans_total: u64,
@@ -54,7 +57,7 @@ impl Level {
     /// Capture and parsing kept up: nothing dropped before the export queue,
     /// and a SERVER span for every request nginx answered.
     fn capture_lossless(&self) -> bool {
-        self.m("events_dropped_ringbuf") == 0 && self.m("spans") >= self.wrk.requests
+        self.m("events_dropped_ringbuf") == 0 && self.m("spans") >= self.spans_per_request * self.wrk.requests
     }
     /// No request without its SERVER span, and nothing dropped anywhere.
     fn lossless(&self) -> bool {
@@ -76,14 +79,20 @@ pub fn run(ctx: &Ctx, want: &Want) -> anyhow::Result<Vec<Section>> {
     let mut levels = Vec::new();
     for (label, load) in loads(ctx, want) {
         eprintln!("bench:   ladder level {label}: {}", load.describe());
-        levels.push(level(ctx, &nginx, &mut receiver, label, load, &dir)?);
+        levels.push(level(ctx, &nginx, &mut receiver, Scope::Server, label, load, &dir)?);
     }
     let mut out = Vec::new();
     if want.cost {
         out.push(cost_section(ctx, &levels));
     }
     if want.loss {
-        out.push(loss_section(ctx, &levels));
+        out.push(loss_section(ctx, &levels, LOSS_TITLE, Scope::Server));
+        let mut whole = Vec::new();
+        for (label, load) in loads(ctx, want) {
+            eprintln!("bench:   ladder level {label}, whole host traced: {}", load.describe());
+            whole.push(level(ctx, &nginx, &mut receiver, Scope::WholeHost, label, load, &dir)?);
+        }
+        out.push(loss_section(ctx, &whole, WHOLE_HOST_LOSS_TITLE, Scope::WholeHost));
     }
     Ok(out)
 }
@@ -99,9 +108,37 @@ fn loads(ctx: &Ctx, want: &Want) -> Vec<(String, Load)> {
     out
 }
 
-fn level(ctx: &Ctx, nginx: &Nginx, receiver: &mut Receiver, label: String, load: Load, dir: &std::path::Path) -> anyhow::Result<Level> {
+const LOSS_TITLE: &str = "4. Loss at rising rates (nginx)";
+const WHOLE_HOST_LOSS_TITLE: &str = "4b. Loss at rising rates, the whole host traced (nginx and wrk)";
+
+/// What a level's kspan traces.
+#[derive(Clone, Copy, PartialEq)]
+enum Scope {
+    /// nginx (`--pid`): wrk stands in for clients on other hosts.
+    Server,
+    /// Everything, as the DaemonSet does: wrk's requests become CLIENT spans.
+    WholeHost,
+}
+
+fn level(
+    ctx: &Ctx,
+    nginx: &Nginx,
+    receiver: &mut Receiver,
+    scope: Scope,
+    label: String,
+    load: Load,
+    dir: &std::path::Path,
+) -> anyhow::Result<Level> {
     let before = receiver.spans.poll()?;
-    let kspan = Kspan::start(&ctx.kspan, nginx.proc.pid(), Some(receiver.grpc_port), &[], &dir.join(format!("kspan-{}.log", label.replace('/', "_").replace(' ', ""))))?;
+    let log = dir.join(format!(
+        "kspan-{}{}.log",
+        label.replace('/', "_").replace(' ', ""),
+        if scope == Scope::WholeHost { "-whole-host" } else { "" }
+    ));
+    let kspan = match scope {
+        Scope::Server => Kspan::start(&ctx.kspan, nginx.proc.pid(), Some(receiver.grpc_port), &[], &log)?,
+        Scope::WholeHost => Kspan::start_whole_host(&ctx.kspan, Some(receiver.grpc_port), &log)?,
+    };
     let ids = kspan.prog_ids()?;
     anyhow::ensure!(!ids.is_empty(), "found no BPF program ids in kspan's fdinfo");
     let (t0, n0) = sysinfo::bpf_run_time(&ids)?;
@@ -118,6 +155,7 @@ fn level(ctx: &Ctx, nginx: &Nginx, receiver: &mut Receiver, label: String, load:
     receiver.spans.discard_read()?;
     Ok(Level {
         label,
+        spans_per_request: if scope == Scope::WholeHost { 2 } else { 1 },
         load,
         wrk,
         spans_total: got.total,
@@ -201,8 +239,8 @@ fn cost_section(ctx: &Ctx, levels: &[Level]) -> Section {
     s
 }
 
-fn loss_section(ctx: &Ctx, levels: &[Level]) -> Section {
-    let mut s = Section::new("4. Loss at rising rates (nginx)");
+fn loss_section(ctx: &Ctx, levels: &[Level], title: &str, scope: Scope) -> Section {
+    let mut s = Section::new(title);
     let mut t = Table::new(&[
         "level",
         "achieved req/s",
@@ -245,11 +283,19 @@ fn loss_section(ctx: &Ctx, levels: &[Level]) -> Section {
         (false, _) => "**No level was lossless.**".into(),
     });
     let best_capture = levels.iter().filter(|l| l.capture_lossless()).map(|l| l.wrk.rps).fold(f64::NAN, f64::max);
+    if scope == Scope::WholeHost {
+        s.note(
+            "kspan with no filter, as the DaemonSet runs it: wrk's requests are traced too (a CLIENT span each, so 2 \
+             spans made per request), and so is the receiver. A host whose clients and servers both run on it, at \
+             twice the records per request of table 4.",
+        );
+    }
     s.note(format!(
-        "Capture alone (kernel ring buffer, parsing, span building: no `events_dropped_ringbuf` and 2 spans made \
+        "Capture alone (kernel ring buffer, parsing, span building: no `events_dropped_ringbuf` and {} span(s) made \
          per request): lossless up to {} req/s{}. Where that is higher than the end-to-end figure, the spans were \
          lost at kspan's export queue (OTLP queue of 2048 spans, kspan's default) because the receiver could \
          not take them as fast.",
+        levels.first().map_or(1, |l| l.spans_per_request),
         if best_capture.is_finite() { num(best_capture) } else { "no level".into() },
         if levels.iter().all(Level::capture_lossless) { " (every level, max included)" } else { "" }
     ));

@@ -264,8 +264,18 @@ impl Kspan {
     /// OTLP/gRPC to `grpc_port` (`None`: no endpoint, spans are built and
     /// dropped).
     pub fn start(bin: &Path, server_pid: u32, grpc_port: Option<u16>, extra: &[&str], log: &Path) -> anyhow::Result<Kspan> {
+        Self::spawn(bin, &["--pid", &server_pid.to_string()], grpc_port, extra, log)
+    }
+
+    /// kspan with no filter, as the DaemonSet runs it: every process on the
+    /// host is traced, wrk (the clients) and the receiver included.
+    pub fn start_whole_host(bin: &Path, grpc_port: Option<u16>, log: &Path) -> anyhow::Result<Kspan> {
+        Self::spawn(bin, &[], grpc_port, &[], log)
+    }
+
+    fn spawn(bin: &Path, filter: &[&str], grpc_port: Option<u16>, extra: &[&str], log: &Path) -> anyhow::Result<Kspan> {
         let mut cmd = Command::new(bin);
-        cmd.args(["--pid", &server_pid.to_string(), "--print", "none"]).args(extra);
+        cmd.args(filter).args(["--print", "none"]).args(extra);
         for (k, _) in std::env::vars() {
             if k.starts_with("OTEL_") || k.starts_with("KSPAN_") {
                 cmd.env_remove(k);
