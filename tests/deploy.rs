@@ -85,16 +85,6 @@ fn named_app(pki: Option<&TempDir>, port: u16, service: &str) -> Server {
     Server::spawn(cmd, port).expect("app starts")
 }
 
-fn curl_https(pki: &TempDir, url: &str) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(pki.join("ca.pem"))
-        .arg(url)
-        .output()
-        .expect("curl runs");
-    assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// The unit passes `systemd-analyze verify`, and kspan holding exactly its
 /// `CapabilityBoundingSet` does the whole job without a warning: programs
 /// and OpenSSL uprobes load, `--exe-path` selects a root-owned service (its
@@ -145,7 +135,7 @@ fn systemd_unit_runs_with_only_its_capabilities() {
         caps.split_whitespace().count(),
         "kspan holds only the unit's capabilities"
     );
-    curl_https(&pki, &format!("https://127.0.0.1:{port}/hop/1"));
+    curl_https(&pki, &[&format!("https://127.0.0.1:{port}/hop/1")]);
     let named = |name: &str| {
         let name = name.to_owned();
         move |s: &ReceivedSpan| {
@@ -162,7 +152,7 @@ fn systemd_unit_runs_with_only_its_capabilities() {
     let kspan = kspan_with_caps(&receiver, &without_ptrace, &unit_args, &["--open-ports", &ports]);
     // Plain HTTP and selected by port: opening a process's libssl through
     // its /proc/PID/root takes ptrace access too.
-    let (status, _) = http_get(plain_port, "/hop/1");
+    let status = http_get(plain_port, "/hop/1");
     assert_eq!(status, 200);
     let plain = |s: &ReceivedSpan| s.kind == "SERVER" && s.attr_str("url.scheme") == Some("http");
     receiver.wait_for_matching(WAIT, 1, plain).unwrap_or_else(|e| panic!("{e}\n{}", kspan.log()));
@@ -226,13 +216,13 @@ fn daemonset_container_starts_and_answers_its_liveness_probe() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let kspan = Kspan::start(&args, &env).expect("kspan starts with the DaemonSet's args and env");
 
-    let (status, _) = http_get(port, probe_path);
+    let status = http_get(port, probe_path);
     assert_eq!(status, 200, "liveness probe {probe_path} on :{port}\n{}", kspan.log());
 
     let mut cmd = Command::new(python());
     cmd.arg(repo_root().join("tests/peers/http_app.py")).arg(app_port.to_string());
     let _app = Server::spawn(cmd, app_port).expect("python app starts");
-    let (status, _) = http_get(app_port, "/users/7");
+    let status = http_get(app_port, "/users/7");
     assert_eq!(status, 200);
     let spans = receiver
         .wait_for_matching(WAIT, 1, |s| s.kind == "SERVER" && s.attr_str("url.path") == Some("/users/7"))
@@ -251,15 +241,14 @@ fn expand(value: &str, defined: &HashMap<String, String>) -> String {
     out
 }
 
-/// Status code and body of a plain HTTP/1.1 GET on loopback.
-fn http_get(port: u16, path: &str) -> (u16, String) {
+/// Status code of a plain HTTP/1.1 GET on loopback.
+fn http_get(port: u16, path: &str) -> u16 {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("reads the answer");
-    let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    (status, answer)
+    answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// The image the DaemonSet runs is built from the release binary alone

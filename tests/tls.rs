@@ -48,18 +48,6 @@ fn https_app_with(pki: &TempDir, port: u16, downstream: Option<String>, envs: &[
     Server::spawn(cmd, port).expect("https app starts")
 }
 
-fn curl_https(pki: &TempDir, args: &[&str]) -> String {
-    let ca = pki.join("ca.pem");
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(&ca)
-        .args(args)
-        .output()
-        .expect("curl runs");
-    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// SERVER span of process `pid` for `GET /hop/{n}`.
 fn hop_server(s: &ReceivedSpan, pid: u32, n: u32) -> bool {
     s.kind == "SERVER"

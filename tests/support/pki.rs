@@ -1,6 +1,8 @@
 //! Test certificates, made with rcgen: no openssl command needed.
 
-use std::path::Path;
+use std::{path::Path, process::Command};
+
+use super::TempDir;
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as
 /// PEM files in `dir`.
@@ -27,3 +29,16 @@ pub fn write_pki(dir: &Path) {
     }
 }
 
+/// curl's output for `args`, trusting the CA [`write_pki`] wrote to `pki`;
+/// fails the test if curl does.
+pub fn curl_https(pki: &TempDir, args: &[&str]) -> String {
+    let ca = pki.join("ca.pem");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca)
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -24,9 +24,7 @@ pub struct Want {
 
 struct Level {
     label: String,
-    /// Spans a request makes: 1 (nginx traced) or 2 (the whole host: wrk's
-    /// CLIENT span too).
-    spans_per_request: u64,
+    scope: Scope,
     load: Load,
     wrk: WrkResult,
     spans_total: u64,
@@ -57,7 +55,7 @@ impl Level {
     /// Capture and parsing kept up: nothing dropped before the export queue,
     /// and a SERVER span for every request nginx answered.
     fn capture_lossless(&self) -> bool {
-        self.m("events_dropped_ringbuf") == 0 && self.m("spans") >= self.spans_per_request * self.wrk.requests
+        self.m("events_dropped_ringbuf") == 0 && self.m("spans") >= self.scope.spans_per_request() * self.wrk.requests
     }
     /// No request without its SERVER span, and nothing dropped anywhere.
     fn lossless(&self) -> bool {
@@ -86,13 +84,13 @@ pub fn run(ctx: &Ctx, want: &Want) -> anyhow::Result<Vec<Section>> {
         out.push(cost_section(ctx, &levels));
     }
     if want.loss {
-        out.push(loss_section(ctx, &levels, LOSS_TITLE, Scope::Server));
+        out.push(loss_section(ctx, &levels, Scope::Server));
         let mut whole = Vec::new();
         for (label, load) in loads(ctx, want) {
             eprintln!("bench:   ladder level {label}, whole host traced: {}", load.describe());
             whole.push(level(ctx, &nginx, &mut receiver, Scope::WholeHost, label, load, &dir)?);
         }
-        out.push(loss_section(ctx, &whole, WHOLE_HOST_LOSS_TITLE, Scope::WholeHost));
+        out.push(loss_section(ctx, &whole, Scope::WholeHost));
     }
     Ok(out)
 }
@@ -108,9 +106,6 @@ fn loads(ctx: &Ctx, want: &Want) -> Vec<(String, Load)> {
     out
 }
 
-const LOSS_TITLE: &str = "4. Loss at rising rates (nginx)";
-const WHOLE_HOST_LOSS_TITLE: &str = "4b. Loss at rising rates, the whole host traced (nginx and wrk)";
-
 /// What a level's kspan traces.
 #[derive(Clone, Copy, PartialEq)]
 enum Scope {
@@ -118,6 +113,31 @@ enum Scope {
     Server,
     /// Everything, as the DaemonSet does: wrk's requests become CLIENT spans.
     WholeHost,
+}
+
+impl Scope {
+    /// Spans a request makes: nginx's SERVER span, and wrk's CLIENT span
+    /// when the whole host is traced.
+    fn spans_per_request(self) -> u64 {
+        match self {
+            Scope::Server => 1,
+            Scope::WholeHost => 2,
+        }
+    }
+
+    fn loss_title(self) -> &'static str {
+        match self {
+            Scope::Server => "4. Loss at rising rates (nginx)",
+            Scope::WholeHost => "4b. Loss at rising rates, the whole host traced (nginx and wrk)",
+        }
+    }
+
+    fn log_suffix(self) -> &'static str {
+        match self {
+            Scope::Server => "",
+            Scope::WholeHost => "-whole-host",
+        }
+    }
 }
 
 fn level(
@@ -130,11 +150,7 @@ fn level(
     dir: &std::path::Path,
 ) -> anyhow::Result<Level> {
     let before = receiver.spans.poll()?;
-    let log = dir.join(format!(
-        "kspan-{}{}.log",
-        label.replace('/', "_").replace(' ', ""),
-        if scope == Scope::WholeHost { "-whole-host" } else { "" }
-    ));
+    let log = dir.join(format!("kspan-{}{}.log", label.replace('/', "_").replace(' ', ""), scope.log_suffix()));
     let kspan = match scope {
         Scope::Server => Kspan::start(&ctx.kspan, nginx.proc.pid(), Some(receiver.grpc_port), &[], &log)?,
         Scope::WholeHost => Kspan::start_whole_host(&ctx.kspan, Some(receiver.grpc_port), &log)?,
@@ -155,7 +171,7 @@ fn level(
     receiver.spans.discard_read()?;
     Ok(Level {
         label,
-        spans_per_request: if scope == Scope::WholeHost { 2 } else { 1 },
+        scope,
         load,
         wrk,
         spans_total: got.total,
@@ -239,8 +255,8 @@ fn cost_section(ctx: &Ctx, levels: &[Level]) -> Section {
     s
 }
 
-fn loss_section(ctx: &Ctx, levels: &[Level], title: &str, scope: Scope) -> Section {
-    let mut s = Section::new(title);
+fn loss_section(ctx: &Ctx, levels: &[Level], scope: Scope) -> Section {
+    let mut s = Section::new(scope.loss_title());
     let mut t = Table::new(&[
         "level",
         "achieved req/s",
@@ -295,7 +311,7 @@ fn loss_section(ctx: &Ctx, levels: &[Level], title: &str, scope: Scope) -> Secti
          per request): lossless up to {} req/s{}. Where that is higher than the end-to-end figure, the spans were \
          lost at kspan's export queue (OTLP queue of 2048 spans, kspan's default) because the receiver could \
          not take them as fast.",
-        levels.first().map_or(1, |l| l.spans_per_request),
+        scope.spans_per_request(),
         if best_capture.is_finite() { num(best_capture) } else { "no level".into() },
         if levels.iter().all(Level::capture_lossless) { " (every level, max included)" } else { "" }
     ));
